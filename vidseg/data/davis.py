@@ -1,0 +1,113 @@
+"""DAVIS 2016 / 2017 layout.
+
+``ROOT/JPEGImages/<resolution>/<seq>/*.jpg``, ``ROOT/Annotations[_unsupervised]/<resolution>/<seq>/*.png``
+and ``ROOT/ImageSets/<year>/<split>.txt``. Any resolution folder works (``480p``, ``Full-Resolution``,
+``240p``). DAVIS 2016 is single-object: every object id is merged into 1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vidseg.data.sequence import ObjectInfo, VideoSequence, list_images
+from vidseg.errors import VidsegError
+from vidseg.io.masks import VOID_ID, object_ids, read_mask
+
+TASKS = ("semi-supervised", "unsupervised")
+
+
+class DavisIndex:
+    """The sequences of one DAVIS split, with their frame and annotation files.
+
+    Args:
+        root: dataset root (holds ``Annotations`` and ``ImageSets``; ``JPEGImages`` is optional).
+        year: ``"2016"`` or ``"2017"``; 2016 merges all objects into id 1.
+        split: name of a file in ``ImageSets/<year>/`` (``train``, ``val``, ``test-dev``); when that
+            folder is absent every annotated sequence is used.
+        resolution: ``"480p"``, ``"Full-Resolution"``, ``"240p"``, ...; ``None`` picks the only one.
+        task: ``"semi-supervised"`` (``Annotations``) or ``"unsupervised"`` (``Annotations_unsupervised``).
+        sequences: restrict to these sequence names.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        year: str = "2017",
+        split: str = "val",
+        resolution: str | None = "480p",
+        task: str = "semi-supervised",
+        sequences: list[str] | None = None,
+    ):
+        self.root = Path(root)
+        self.year = str(year)
+        if self.year not in ("2016", "2017"):
+            raise VidsegError(f"unknown DAVIS year {year!r}", fix="use 2016 or 2017")
+        if task not in TASKS:
+            raise VidsegError(f"unknown task {task!r}", fix=f"use one of {', '.join(TASKS)}")
+        self.task = task
+        self.split = split
+        annotations = self.root / ("Annotations" if task == "semi-supervised" else "Annotations_unsupervised")
+        if not annotations.is_dir():
+            raise VidsegError("no DAVIS annotation folder", annotations, "point --gt/root at a DAVIS root")
+        self.resolution = resolution or self._only_resolution(annotations)
+        self.annotation_dir = annotations / self.resolution
+        self.image_dir = self.root / "JPEGImages" / self.resolution
+        if not self.annotation_dir.is_dir():
+            found = sorted(p.name for p in annotations.iterdir() if p.is_dir())
+            raise VidsegError(f"no resolution folder {self.resolution!r}", annotations, f"found: {', '.join(found)}")
+        self.names = sequences if sequences is not None else self._split_names()
+        self.single_object = self.year == "2016"
+
+    @staticmethod
+    def _only_resolution(annotations: Path) -> str:
+        found = sorted(p.name for p in annotations.iterdir() if p.is_dir())
+        if len(found) != 1:
+            raise VidsegError(f"several resolution folders ({', '.join(found)})", annotations, "choose one with resolution=")
+        return found[0]
+
+    def _split_names(self) -> list[str]:
+        split_file = self.root / "ImageSets" / self.year / f"{self.split}.txt"
+        if split_file.is_file():
+            names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+            missing = [n for n in names if not (self.annotation_dir / n).is_dir()]
+            if missing:
+                raise VidsegError(
+                    f"sequence(s) {', '.join(missing[:3])} listed but not annotated", split_file, "the dataset is incomplete"
+                )
+            return names
+        if (self.root / "ImageSets").is_dir():
+            raise VidsegError("split file not found", split_file, "choose an existing split with --set")
+        return sorted(p.name for p in self.annotation_dir.iterdir() if p.is_dir())
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __iter__(self):
+        return (self.sequence(name) for name in self.names)
+
+    def sequence(self, name: str) -> VideoSequence:
+        mask_files = list_images(self.annotation_dir / name, (".png",))
+        if not mask_files:
+            raise VidsegError("no annotation PNGs", self.annotation_dir / name)
+        image_folder = self.image_dir / name
+        frame_files = list_images(image_folder) if image_folder.is_dir() else []
+        names = tuple(p.stem for p in frame_files) if frame_files else tuple(p.stem for p in mask_files)
+        first = self.load_mask(mask_files[0])
+        objects = {i: ObjectInfo(object_id=i, first_frame=mask_files[0].stem) for i in object_ids(first)}
+        return VideoSequence(
+            name=name,
+            frame_names=names,
+            frame_paths=tuple(frame_files),
+            mask_paths={p.stem: p for p in mask_files},
+            objects=objects,
+        )
+
+    def load_mask(self, path: str | os.PathLike) -> np.ndarray:
+        """Read one annotation; on DAVIS 2016 every object becomes id 1 (void stays 255)."""
+        mask = read_mask(path)
+        if self.single_object:
+            mask = np.where((mask > 0) & (mask != VOID_ID), 1, mask).astype(np.uint8)
+        return mask

@@ -1,0 +1,57 @@
+"""The dataset-independent description of one annotated video."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders 'frame2' before 'frame10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """Image files of a folder in natural order (hidden files skipped)."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One annotated object: its id in the masks, its category (if known) and where it is annotated."""
+
+    object_id: int
+    first_frame: str
+    category: str | None = None
+    annotated_frames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VideoSequence:
+    """Frames and annotations of one video.
+
+    ``frame_names`` lists every frame (stems such as ``00000``) in temporal order; ``frame_paths``
+    holds their image files, or is empty when only annotations are on disk (evaluation needs no
+    frames). ``mask_paths`` maps a frame name to its annotation PNG: every frame on DAVIS, every
+    5th on YouTube-VOS.
+    """
+
+    name: str
+    frame_names: tuple[str, ...]
+    frame_paths: tuple[Path, ...]
+    mask_paths: dict[str, Path]
+    objects: dict[int, ObjectInfo] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame_names)
+
+    @property
+    def annotated_frames(self) -> list[str]:
+        return [name for name in self.frame_names if name in self.mask_paths]
+
+    def frame_index(self, name: str) -> int:
+        return self.frame_names.index(name)
