@@ -1,0 +1,55 @@
+"""Shared test fixtures: tiny on-disk videos built on the fly, and the shared real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vidseg.io.masks import write_mask
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DAVIS_240P = SHARED / "data" / "davis2016-train-240p"
+
+
+def moving_squares(num_frames: int = 12, size: tuple[int, int] = (64, 96), side: int = 20, step: int = 2):
+    """Textured background with two textured squares moving right/down; returns frames, id masks."""
+    height, width = size
+    rng = np.random.default_rng(0)
+    # Smooth textures, like real images (i.i.d. pixel noise defeats any patch-based optical flow).
+    background = cv2.GaussianBlur(rng.integers(0, 255, (height, width + 64, 3), dtype=np.uint8), (9, 9), 2)
+    background = cv2.normalize(background, None, 0, 160, cv2.NORM_MINMAX)
+    texture = cv2.GaussianBlur(rng.integers(0, 255, (side, side, 3), dtype=np.uint8), (5, 5), 1)
+    texture = cv2.normalize(texture, None, 120, 255, cv2.NORM_MINMAX)
+    frames, masks = [], []
+    for t in range(num_frames):
+        frame = background[:, t : t + width].copy()
+        mask = np.zeros(size, np.uint8)
+        for object_id, (y, x) in ((1, (4, 4 + step * (t % 30))), (2, (height - side - 4 - (t // 2) % 8, width - side - 4))):
+            frame[y : y + side, x : x + side] = np.where(object_id == 1, texture, 255 - texture)
+            mask[y : y + side, x : x + side] = object_id
+        frames.append(frame)
+        masks.append(mask)
+    return frames, masks
+
+
+@pytest.fixture
+def square_clip(tmp_path: Path):
+    """A folder of JPEG frames, its ground-truth masks and the first mask file."""
+    frames, masks = moving_squares()
+    frame_dir = tmp_path / "frames"
+    frame_dir.mkdir()
+    for t, frame in enumerate(frames):
+        cv2.imwrite(str(frame_dir / f"{t:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    first_mask = tmp_path / "first.png"
+    write_mask(first_mask, masks[0])
+    return frame_dir, masks, first_mask
+
+
+@pytest.fixture
+def davis_240p() -> Path:
+    if not DAVIS_240P.is_dir():
+        pytest.skip(f"shared DAVIS data not found at {DAVIS_240P}")
+    return DAVIS_240P

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from vidseg.cli.main import main
+from vidseg.io.masks import read_mask, write_mask
+from vidseg.io.video import VideoReader
+
+
+def run_cli(capsys, *argv):
+    code = main(list(map(str, argv)))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_segment_writes_one_mask_per_frame_and_overlay(tmp_path, square_clip, capsys):
+    frame_dir, masks, first = square_clip
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--overlay", tmp_path / "o.mp4")
+    assert code == 0
+    assert "segmented 12 frames, 2 object(s) with 'flow'" in stdout and "frames/s" in stdout
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"{t:05d}.png" for t in range(12)]
+    with Image.open(out / "00003.png") as image:
+        assert image.mode == "P" and image.size == (96, 64)
+    np.testing.assert_array_equal(read_mask(out / "00000.png"), masks[0])
+    assert len(VideoReader(tmp_path / "o.mp4")) == 12
+
+
+def test_segment_real_davis_sequence(tmp_path, davis_240p, capsys):
+    frames = davis_240p / "JPEGImages" / "240p" / "blackswan"
+    if not frames.is_dir():
+        frames = sorted((davis_240p / "JPEGImages" / "240p").iterdir())[0]
+    first = davis_240p / "Annotations" / "240p" / frames.name / "00000.png"
+    code, _, _ = run_cli(capsys, "segment", frames, "--mask", first, "--out", tmp_path / "out", "--quiet")
+    assert code == 0
+    outputs = sorted((tmp_path / "out").iterdir())
+    inputs = sorted(frames.iterdir())
+    assert [p.stem for p in outputs] == [p.stem for p in inputs]
+    assert read_mask(outputs[-1]).shape == (240, 427)
+    gt = read_mask(davis_240p / "Annotations" / "240p" / frames.name / outputs[5].name) > 0
+    pred = read_mask(outputs[5]) > 0
+    assert (gt & pred).sum() / (gt | pred).sum() > 0.5
+
+
+def test_later_object_given_by_mask_named_after_its_frame(tmp_path, square_clip, capsys):
+    frame_dir, masks, _ = square_clip
+    write_mask(tmp_path / "m" / "00000.png", np.where(masks[0] == 1, 1, 0).astype(np.uint8))
+    write_mask(tmp_path / "m" / "00004.png", np.where(masks[4] == 2, 2, 0).astype(np.uint8))
+    code, _, _ = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "m", "--out", tmp_path / "out", "--quiet")
+    assert code == 0
+    assert 2 not in read_mask(tmp_path / "out" / "00003.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "00004.png") == 2, masks[4] == 2)
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("wrong_size", r"first\.png: mask is 10x8 but the frames are 96x64 \(resize the mask"),
+        ("unknown_colour", r"first\.png: colour mask has colour \(1, 2, 3\)"),
+        ("empty_mask", r"first\.png: the first mask contains no object"),
+        ("unknown_method", r"unknown method 'magic'"),
+        ("foreign_files", r"out: output folder holds other files \(e\.g\. notes\.txt\)"),
+        ("unreadable_video", r"broken\.mp4: cannot open video"),
+        ("missing_video", r"nothere: video not found"),
+    ],
+)
+def test_bad_input_one_line_error_and_no_output(tmp_path, square_clip, capsys, case, message):
+    frame_dir, masks, first = square_clip
+    mask_path = tmp_path / "first.png"
+    video = frame_dir
+    method = "flow"
+    out = tmp_path / "out"
+    if case == "wrong_size":
+        write_mask(mask_path, np.ones((8, 10), np.uint8))
+    elif case == "unknown_colour":
+        rgb = np.zeros((64, 96, 3), np.uint8)
+        rgb[5:9, 5:9] = (1, 2, 3)
+        Image.fromarray(rgb).save(mask_path)
+    elif case == "empty_mask":
+        write_mask(mask_path, np.zeros((64, 96), np.uint8))
+    elif case == "unknown_method":
+        method = "magic"
+    elif case == "foreign_files":
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    elif case == "unreadable_video":
+        video = tmp_path / "broken.mp4"
+        video.write_bytes(b"garbage" * 100)
+    elif case == "missing_video":
+        video = tmp_path / "nothere"
+    code, _, err = run_cli(capsys, "segment", video, "--mask", mask_path, "--out", out, "--method", method, "--quiet")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidseg: error: ")
+    assert __import__("re").search(message, lines[0]), lines[0]
+    if case == "foreign_files":
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    else:
+        assert not out.exists()
+
+
+def test_failure_mid_video_removes_partial_masks(tmp_path, square_clip, capsys):
+    frame_dir, _, first = square_clip
+    # a frame that cannot be decoded, found only when it is reached
+    (frame_dir / "00009.png").write_bytes((frame_dir / "00009.png").read_bytes()[:60])
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "out", "--quiet")
+    assert code == 2 and "00009.png" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_masks_need_overwrite(tmp_path, square_clip, capsys):
+    frame_dir, _, first = square_clip
+    out = tmp_path / "out"
+    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet")[0] == 0
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet")
+    assert code == 2 and "--overwrite" in err
+    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", "--overwrite")[0] == 0

@@ -1,0 +1,104 @@
+"""A person's own video plus one or more mask PNGs.
+
+Which frame a mask belongs to is read from its file name: ``00042.png`` (or ``frame_00042.png`` when
+the frames are named so) is the mask of the frame with the same stem. A single mask whose name
+matches no frame is the mask of the first frame. A folder of masks may be given instead of files.
+An object may be given first at a later frame; giving an id again re-initialises that object.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidseg.data.sequence import list_images
+from vidseg.errors import VidsegError
+from vidseg.io.masks import object_ids, read_mask
+from vidseg.io.video import VideoReader
+
+
+@dataclass(frozen=True)
+class MaskPrompt:
+    """The mask given for one frame."""
+
+    frame_index: int
+    mask: np.ndarray
+    path: Path
+
+    @property
+    def object_ids(self) -> list[int]:
+        return object_ids(self.mask)
+
+
+def _expand(mask_paths: Sequence[str | os.PathLike]) -> list[Path]:
+    files: list[Path] = []
+    for entry in map(Path, mask_paths):
+        if entry.is_dir():
+            found = list_images(entry, (".png",))
+            if not found:
+                raise VidsegError("mask folder holds no .png files", entry)
+            files.extend(found)
+        else:
+            files.append(entry)
+    return files
+
+
+def load_prompts(
+    mask_paths: Sequence[str | os.PathLike], frame_names: Sequence[str], size: tuple[int, int]
+) -> dict[int, MaskPrompt]:
+    """Read the given masks and assign each to its frame; validate size and content.
+
+    Returns a dict frame index -> MaskPrompt, ordered by frame.
+    """
+    files = _expand(mask_paths)
+    if not files:
+        raise VidsegError("no mask given", fix="pass --mask FIRST.png")
+    index_of = {name: i for i, name in enumerate(frame_names)}
+    prompts: dict[int, MaskPrompt] = {}
+    for file in files:
+        frame_index = index_of.get(file.stem)
+        if frame_index is None:
+            if len(files) > 1:
+                raise VidsegError(
+                    "mask name matches no frame name",
+                    file,
+                    f"name each mask after its frame, e.g. {frame_names[0]}.png",
+                )
+            frame_index = 0
+        mask = read_mask(file)
+        if mask.shape != tuple(size):
+            raise VidsegError(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the frames are {size[1]}x{size[0]}",
+                file,
+                "resize the mask with nearest-neighbour to the frame size",
+            )
+        if frame_index in prompts:
+            raise VidsegError(f"two masks for frame {frame_names[frame_index]}", file)
+        prompts[frame_index] = MaskPrompt(frame_index, mask, file)
+    ordered = dict(sorted(prompts.items()))
+    first = next(iter(ordered.values()))
+    if not first.object_ids:
+        raise VidsegError(
+            "the first mask contains no object (only background/void)", first.path, "draw at least one object id 1..254"
+        )
+    return ordered
+
+
+class OwnVideo:
+    """A video (file or frame folder) with the masks a user gave for some of its frames."""
+
+    def __init__(self, video: str | os.PathLike, masks: Sequence[str | os.PathLike], fps: float | None = None):
+        self.reader = VideoReader(video, fps=fps)
+        self.prompts = load_prompts(masks, self.reader.frame_names, self.reader.size)
+
+    @property
+    def first_prompted_frame(self) -> int:
+        return next(iter(self.prompts))
+
+    @property
+    def object_ids(self) -> list[int]:
+        return sorted({i for prompt in self.prompts.values() for i in prompt.object_ids})
