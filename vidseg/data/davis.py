@@ -58,7 +58,15 @@ class DavisIndex:
         if not self.annotation_dir.is_dir():
             found = sorted(p.name for p in annotations.iterdir() if p.is_dir())
             raise VidsegError(f"no resolution folder {self.resolution!r}", annotations, f"found: {', '.join(found)}")
-        self.names = sequences if sequences is not None else self._split_names()
+        if sequences is not None:
+            missing = [n for n in sequences if not (self.annotation_dir / n).is_dir()]
+            if missing:
+                raise VidsegError(
+                    f"sequence(s) {', '.join(missing[:3])} not found", self.annotation_dir, "check the sequence names"
+                )
+            self.names = list(sequences)
+        else:
+            self.names = self._split_names()
         self.single_object = self.year == "2016"
 
     @staticmethod
