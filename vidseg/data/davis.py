@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.sequence import ObjectInfo, VideoSequence, list_images
+from vidseg.data.sequence import ObjectInfo, VideoSequence, sequence_files
 from vidseg.errors import VidsegError
 from vidseg.io.masks import VOID_ID, object_ids, read_mask
 
@@ -97,21 +97,12 @@ class DavisIndex:
         return (self.sequence(name) for name in self.names)
 
     def sequence(self, name: str) -> VideoSequence:
-        mask_files = list_images(self.annotation_dir / name, (".png",))
-        if not mask_files:
+        names, frame_files, mask_paths = sequence_files(self.image_dir / name, self.annotation_dir / name)
+        if not mask_paths:
             raise VidsegError("no annotation PNGs", self.annotation_dir / name)
-        image_folder = self.image_dir / name
-        frame_files = list_images(image_folder) if image_folder.is_dir() else []
-        names = tuple(p.stem for p in frame_files) if frame_files else tuple(p.stem for p in mask_files)
-        first = self.load_mask(mask_files[0])
-        objects = {i: ObjectInfo(object_id=i, first_frame=mask_files[0].stem) for i in object_ids(first)}
-        return VideoSequence(
-            name=name,
-            frame_names=names,
-            frame_paths=tuple(frame_files),
-            mask_paths={p.stem: p for p in mask_files},
-            objects=objects,
-        )
+        first_name, first_path = next(iter(mask_paths.items()))
+        objects = {i: ObjectInfo(object_id=i, first_frame=first_name) for i in object_ids(self.load_mask(first_path))}
+        return VideoSequence(name, names, frame_files, mask_paths, objects)
 
     def load_mask(self, path: str | os.PathLike) -> np.ndarray:
         """Read one annotation; on DAVIS 2016 every object becomes id 1 (void stays 255)."""

@@ -20,6 +20,17 @@ def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> lis
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+def sequence_files(image_folder: Path, annotation_folder: Path) -> tuple[tuple[str, ...], tuple[Path, ...], dict[str, Path]]:
+    """(frame names, frame files, annotation files by frame name) of one sequence.
+
+    Frame names come from the images, or from the annotations when the images are absent.
+    """
+    mask_files = list_images(annotation_folder, (".png",)) if annotation_folder.is_dir() else []
+    frame_files = list_images(image_folder) if image_folder.is_dir() else []
+    names = tuple(p.stem for p in (frame_files or mask_files))
+    return names, tuple(frame_files), {p.stem: p for p in mask_files}
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One annotated object: its id in the masks, its category (if known) and where it is annotated."""

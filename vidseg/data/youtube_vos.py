@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.sequence import ObjectInfo, VideoSequence, list_images
+from vidseg.data.sequence import ObjectInfo, VideoSequence, sequence_files
 from vidseg.errors import VidsegError
 from vidseg.io.masks import read_mask
 
@@ -95,23 +95,14 @@ class YouTubeVOSIndex:
         entry = self.meta.get(name)
         if entry is None:
             raise VidsegError(f"video {name!r} is not in meta.json", self.split_dir / "meta.json")
-        mask_files = list_images(self.annotation_dir / name, (".png",)) if (self.annotation_dir / name).is_dir() else []
-        image_folder = self.image_dir / name
-        frame_files = list_images(image_folder) if image_folder.is_dir() else []
-        names = tuple(p.stem for p in frame_files) if frame_files else tuple(p.stem for p in mask_files)
+        names, frame_files, mask_paths = sequence_files(self.image_dir / name, self.annotation_dir / name)
         objects = {}
         for key, obj in sorted(entry.get("objects", {}).items(), key=lambda kv: int(kv[0])):
             frames = tuple(str(f) for f in obj.get("frames", []))
             if not frames:
                 continue
             objects[int(key)] = ObjectInfo(int(key), frames[0], obj.get("category"), frames)
-        return VideoSequence(
-            name=name,
-            frame_names=names,
-            frame_paths=tuple(frame_files),
-            mask_paths={p.stem: p for p in mask_files},
-            objects=objects,
-        )
+        return VideoSequence(name, names, frame_files, mask_paths, objects)
 
     @staticmethod
     def load_mask(path: str | os.PathLike) -> np.ndarray:
