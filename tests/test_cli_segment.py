@@ -116,3 +116,28 @@ def test_existing_masks_need_overwrite(tmp_path, square_clip, capsys):
     code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet")
     assert code == 2 and "--overwrite" in err
     assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", "--overwrite")[0] == 0
+
+
+def test_interrupt_keeps_complete_masks_and_no_partial_overlay(tmp_path, square_clip):
+    from vidseg.inference.flow import FlowPropagator
+    from vidseg.inference.runner import segment_video
+
+    class InterruptedFlow(FlowPropagator):
+        calls = 0
+
+        def propagate(self, state, frame):
+            InterruptedFlow.calls += 1
+            if InterruptedFlow.calls == 5:
+                raise KeyboardInterrupt
+            return super().propagate(state, frame)
+
+    frame_dir, masks, first = square_clip
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(frame_dir, [first], tmp_path / "out", method=InterruptedFlow(), overlay=tmp_path / "o.mp4",
+                      progress=False)
+    kept = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert kept == [f"{t:05d}.png" for t in range(5)]
+    for name in kept:
+        assert read_mask(tmp_path / "out" / name).shape == (64, 96)
+    assert not (tmp_path / "o.mp4").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".mp4" or ".tmp" in p.name] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -79,35 +80,31 @@ def segment_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     session = InferenceSession(propagator)
-    overlay_writer = OverlayVideoWriter(overlay, reader.fps, reader.size) if overlay else None
     start = time.perf_counter()
     try:
-        bar = tqdm(
-            zip(reader.frame_names, reader.frames()),
-            total=len(reader),
-            unit="frame",
-            desc=Path(video).name,
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        for index, (name, frame) in enumerate(bar):
-            prompt = source.prompts.get(index)
-            mask = session.step(frame, None if prompt is None else prompt.mask)
-            path = out_dir / f"{name}.png"
-            write_mask(path, mask)
-            written.append(path)
-            if overlay_writer is not None:
-                overlay_writer.write(overlay_frame(frame, mask))
-        if overlay_writer is not None:
-            overlay_writer.__exit__(None, None, None)
+        with contextlib.ExitStack() as stack:
+            overlay_writer = (
+                stack.enter_context(OverlayVideoWriter(overlay, reader.fps, reader.size)) if overlay else None
+            )
+            bar = tqdm(
+                zip(reader.frame_names, reader.frames()),
+                total=len(reader),
+                unit="frame",
+                desc=Path(video).name,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+            for index, (name, frame) in enumerate(bar):
+                prompt = source.prompts.get(index)
+                mask = session.step(frame, None if prompt is None else prompt.mask)
+                path = out_dir / f"{name}.png"
+                write_mask(path, mask)
+                written.append(path)
+                if overlay_writer is not None:
+                    overlay_writer.write(overlay_frame(frame, mask))
     except KeyboardInterrupt:
-        # Masks written so far are complete files; keep them.
-        if overlay_writer is not None:
-            overlay_writer.__exit__(KeyboardInterrupt, None, None)
-        raise
-    except BaseException as exc:
-        if overlay_writer is not None:
-            overlay_writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise  # the masks written so far are complete files: keep them
+    except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         if created:
