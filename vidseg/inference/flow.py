@@ -30,6 +30,7 @@ class FlowState:
     previous_gray: np.ndarray | None = None
     probabilities: np.ndarray | None = None
     flow: cv2.DISOpticalFlow | None = field(default=None, repr=False)
+    grid: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # pixel coordinates, built once
 
 
 class FlowPropagator(Propagator):
@@ -66,7 +67,9 @@ class FlowPropagator(Propagator):
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         backward = state.flow.calc(gray, state.previous_gray, None)
         height, width = gray.shape
-        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        if state.grid is None:
+            state.grid = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        grid_x, grid_y = state.grid
         map_x = grid_x + backward[..., 0]
         map_y = grid_y + backward[..., 1]
         warped = np.stack(
