@@ -9,7 +9,7 @@ import numpy as np
 
 from vidseg.data.synth import make_demo_clip
 from vidseg.evaluation import evaluate_sequence_arrays, global_metrics
-from vidseg.inference import available_methods
+from vidseg.inference.methods import default_method
 from vidseg.inference.runner import SegmentResult, segment_video
 from vidseg.io.masks import read_mask
 
@@ -44,7 +44,7 @@ def run_demo(
         clip.frames_dir,
         [clip.first_mask],
         out_dir / "masks",
-        method=method or available_methods()[0],
+        method=method or default_method(),
         overlay=out_dir / "overlay.mp4",
         overwrite=True,
     )

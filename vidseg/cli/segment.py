@@ -21,7 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="mask PNG (indexed, 0/255 grayscale or palette colours); repeat for objects that appear later, "
         "naming each mask after its frame (e.g. 00042.png); a folder of masks also works",
     )
-    parser.add_argument("--method", default="flow", help="segmentation method (default: flow)")
+    parser.add_argument(
+        "--method",
+        help="segmentation method: flow (no weights), hs2s, s2s++ or s2s (need --checkpoint); "
+        "default: the checkpoint's method, else flow",
+    )
+    parser.add_argument("--checkpoint", metavar="PT", help="trained weights for hs2s / s2s++ / s2s (from `vidseg train`)")
+    parser.add_argument("--device", default="cpu", help="torch device for the network methods (cpu, cuda, cuda:1)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="network precision (bfloat16 halves memory)")
+    parser.add_argument("--max-side", type=int, default=448, help="working resolution of the networks' longer side")
+    parser.add_argument("--online-steps", type=int, default=0, metavar="N",
+                        help="S2S-OL: fine-tune N steps on the first frame before segmenting (slower, often better)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
     parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4 or .avi)")
     parser.add_argument("--overwrite", action="store_true", help="replace masks from an earlier run in --out")
@@ -30,13 +41,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseg.inference.methods import build_propagator
     from vidseg.inference.runner import segment_video
 
+    method = args.method
+    if method is None:
+        method = "flow"
+        if args.checkpoint:
+            from vidseg.models.checkpoint import read_checkpoint
+
+            method = read_checkpoint(args.checkpoint)["model_config"]["method"]
+    options = {}
+    if method != "flow":
+        options = dict(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, max_side=args.max_side,
+                       online_steps=args.online_steps)
+    elif args.checkpoint or args.online_steps:
+        from vidseg.errors import VidsegError
+
+        raise VidsegError("--checkpoint and --online-steps only apply to hs2s / s2s++ / s2s", fix="drop them or choose a network method")
     result = segment_video(
         args.video,
         args.mask,
         args.out,
-        method=args.method,
+        method=build_propagator(method, **options),
         overlay=args.overlay,
         overwrite=args.overwrite,
         progress=not args.quiet,

@@ -34,7 +34,13 @@ _BACKBONES: dict[str, tuple[Callable[..., nn.Module], type]] = {
     "resnet101": (tvm.resnet101, tvm.ResNet101_Weights),
 }
 
-BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES)
+# Small plain conv nets (no pretrained weights) for CPU training, tests and the "fast" configs.
+CONVNET_WIDTHS: dict[str, tuple[int, ...]] = {
+    "convnet-tiny": (16, 24, 32, 48, 64),
+    "convnet-small": (32, 48, 64, 128, 192),
+}
+
+BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES) + tuple(CONVNET_WIDTHS)
 STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
 
 
@@ -129,6 +135,39 @@ class VGGBackbone(Backbone):
         return feats
 
 
+class ConvNetBackbone(Backbone):
+    """Five stages of (3x3 stride-2 conv, BN, ReLU, 3x3 conv, BN, ReLU); no pretrained weights."""
+
+    def __init__(self, name: str, widths: tuple[int, ...], in_channels: int = 3):
+        super().__init__()
+        self.name = name
+        self.in_channels = in_channels
+        stages = []
+        prev = in_channels
+        for width in widths:
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(prev, width, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(width, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            prev = width
+        self.stages = nn.ModuleList(stages)
+        self.channels = tuple(widths)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        self._check_input(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
     last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
@@ -202,13 +241,17 @@ def _load_state_dict(net: nn.Module, path: Path, name: str) -> None:
 def build_backbone(name: str, in_channels: int = 3, weights: str | os.PathLike | None = None) -> Backbone:
     """Build a feature backbone.
 
-    name: one of ``BACKBONE_NAMES``. in_channels: 3 for RGB; more (e.g. 4 for RGB + mask) adds
+    name: one of ``BACKBONE_NAMES`` (``convnet-*`` are small nets without pretrained weights). in_channels: 3 for RGB; more (e.g. 4 for RGB + mask) adds
     zero-initialised extra-channel filters. weights: None (random init), a local ``.pth`` state dict of
     the torchvision model, or ``"imagenet"`` (local hub cache only; raises ``VidsegError`` if absent).
     """
-    constructor, _ = _lookup(name)
     if in_channels < 3:
         raise VidsegError(f"in_channels must be >= 3 (RGB first), got {in_channels}")
+    if name in CONVNET_WIDTHS:
+        if weights is not None:
+            raise VidsegError(f"{name} has no pretrained weights", fix="use weights=None, or a torchvision backbone")
+        return ConvNetBackbone(name, CONVNET_WIDTHS[name], in_channels)
+    constructor, _ = _lookup(name)
     path = _resolve_weights(name, weights)
     net = constructor(weights=None)
     if path is not None:

@@ -1,0 +1,143 @@
+"""Running an S2S / S2S++ / HS2S network inside an :class:`~vidseg.inference.session.InferenceSession`.
+
+All objects of a video run as one batch through the single-object network; the session merges them
+(soft aggregation, then argmax with background). The per-video state is the network's state dict with
+one row per object plus the committed probabilities of the last frame, so memory does not grow with
+the video's length. HS2S's first-frame reference features are computed once per object, at the frame
+the object is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidseg.inference.session import Propagator
+from vidseg.models.optimize import optimize_for_inference
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class RecurrentState:
+    network: dict[str, Tensor] | None = None  # network state, one row per object
+    previous: Tensor | None = None  # (K, 1, h, w) committed probabilities of the last frame
+    pending: dict[str, Tensor] | None = None  # state after propagate(), before commit()
+    model: nn.Module | None = field(default=None, repr=False)  # per-video copy when online learning is on
+
+
+def working_size_multiple_of_32(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """Scale so the longer side is ``max_side``, then round both sides to multiples of 32 (at least 32)."""
+    scale = max_side / max(height, width)
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
+
+
+class RecurrentPropagator(Propagator):
+    """A trained recurrent network as a session method.
+
+    Args:
+        model: a :class:`~vidseg.models.s2s.RecurrentVOS` (e.g. from :func:`~vidseg.models.checkpoint.load_model`).
+        device: where to run it.
+        max_side: the working resolution's longer side (the training size 256x448 has 448).
+        dtype: ``float32``, ``bfloat16`` (half the memory; fast on CPUs with AVX512-BF16 and on GPUs) or
+            ``float16`` (GPU).
+        optimize: fold BatchNorm and use channels-last (same function, faster).
+        online_steps: S2S-OL fine-tuning steps on the first frame's objects (0 = off); each video gets
+            its own fine-tuned copy, so the shared network is not changed.
+        online_lr, online_batch: learning rate and pairs per step of the fine-tuning.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        max_side: int = 448,
+        dtype: str = "float32",
+        optimize: bool = True,
+        online_steps: int = 0,
+        online_lr: float = 1e-5,
+        online_batch: int = 4,
+        seed: int = 0,
+    ):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        self.device = torch.device(device)
+        self.dtype = _DTYPES[dtype]
+        self.optimize = optimize
+        self.name = model.cfg.method
+        self.max_side = int(max_side)
+        self.online_steps = int(online_steps)
+        self.online_lr = float(online_lr)
+        self.online_batch = int(online_batch)
+        self.seed = int(seed)
+        self.trainable = model.to(self.device)
+        self.model = self._prepare(self.trainable) if self.online_steps == 0 else None
+
+    def _prepare(self, model: nn.Module) -> nn.Module:
+        return optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        return working_size_multiple_of_32(height, width, self.max_side)
+
+    def new_state(self) -> RecurrentState:
+        return RecurrentState(model=self.model)
+
+    def _frame_tensor(self, frame: np.ndarray) -> Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None]
+        x = x.to(self.dtype) / 255.0
+        return x.contiguous(memory_format=torch.channels_last) if self.optimize else x
+
+    def propagate(self, state: RecurrentState, frame: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network)
+            return torch.sigmoid(out.logits[:, 0].float()).cpu().numpy()
+
+    def commit(self, state: RecurrentState, frame: np.ndarray, probabilities: np.ndarray, new_objects: list[int]) -> None:
+        if state.model is None:  # online learning: fine-tune on the first frame's objects
+            from vidseg.training.online import online_finetune
+
+            labels = np.zeros(frame.shape[:2], np.uint8)
+            for k in new_objects:
+                labels[probabilities[k] > 0.5] = k + 1
+            tuned = online_finetune(self.trainable, frame, labels, self.online_steps, self.online_lr,
+                                    self.online_batch, self.seed)
+            state.model = self._prepare(tuned)
+        with torch.inference_mode():
+            x = self._frame_tensor(frame)
+            previous = torch.from_numpy(probabilities).to(self.device, self.dtype)[:, None]
+            network = state.pending if state.network is not None else None
+            if new_objects:
+                fresh = state.model.init_state(x, previous[new_objects])
+                network = _put_rows(network, fresh, new_objects, len(probabilities))
+            state.network, state.previous, state.pending = network, previous, None
+
+
+def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int], total: int) -> dict[str, Tensor]:
+    """Write ``fresh`` (one row per entry of ``rows``) into ``network``, growing it to ``total`` rows."""
+    if network is None:
+        return {key: value.clone() for key, value in fresh.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in network.items():
+        new = fresh[key]
+        if value.shape[0] < total:
+            pad = new.new_zeros((total - value.shape[0], *value.shape[1:]))
+            value = torch.cat([value, pad])
+        else:
+            value = value.clone()
+        value[rows] = new.to(value.dtype)
+        out[key] = value
+    return out
+
+
+def load_propagator(checkpoint: str, device: str = "cpu", **options: Any) -> RecurrentPropagator:
+    """A propagator for the network stored in a ``vidseg train`` checkpoint."""
+    from vidseg.models.checkpoint import load_model
+
+    return RecurrentPropagator(load_model(checkpoint, device), device=device, **options)
+
+
+__all__ = ["RecurrentPropagator", "RecurrentState", "load_propagator", "working_size_multiple_of_32"]

@@ -1,0 +1,72 @@
+"""Inference-time engineering that keeps the network's function: folded BatchNorm, channels-last, dtype."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from vidseg.models.backbones import ResNetBackbone
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    return fuse_conv_bn_eval(conv.eval(), bn.eval())
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm that directly follows a conv into that conv (in place).
+
+    Handles torchvision ResNet blocks (``convN``/``bnN``, ``downsample``), conv/BN pairs inside
+    ``nn.Sequential`` (VGG, the convnet backbones) and the ResNet stem, whose extra-channel conv is
+    added before ``bn1``: BN(a + b) = BN(a) + scale * b, so the extra conv is scaled, not biased.
+    """
+    for child in list(module.modules()):
+        if isinstance(child, ResNetBackbone) and isinstance(child.bn1, nn.BatchNorm2d):
+            bn = child.bn1
+            scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+            if child.extra_conv is not None:
+                child.extra_conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+            child.conv1 = _fold_into(child.conv1, bn)
+            child.bn1 = nn.Identity()
+        for index in range(1, 4):
+            conv, bn = getattr(child, f"conv{index}", None), getattr(child, f"bn{index}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not isinstance(child, ResNetBackbone):
+                setattr(child, f"conv{index}", _fold_into(conv, bn))
+                setattr(child, f"bn{index}", nn.Identity())
+        if isinstance(child, nn.Sequential):
+            layers = list(child)
+            for i in range(len(layers) - 1):
+                if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                    child[i] = _fold_into(layers[i], layers[i + 1])
+                    child[i + 1] = nn.Identity()
+    return module
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    *,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    dtype: torch.dtype = torch.float32,
+    inplace: bool = False,
+) -> nn.Module:
+    """An eval-mode, gradient-free copy of ``model`` (the original when ``inplace``) with BatchNorm folded,
+    channels-last weights and parameters in ``dtype`` (bfloat16 halves the memory; frames and masks are cast
+    by the network). Use it under ``torch.inference_mode()``."""
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if fold_bn:
+        fold_batchnorm(model)
+    if dtype != torch.float32:
+        model.to(dtype)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+__all__ = ["fold_batchnorm", "optimize_for_inference"]

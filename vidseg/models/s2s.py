@@ -1,0 +1,290 @@
+"""S2S, S2S++ and HS2S: recurrent sequence-to-sequence VOS networks (SPEC §2.1-2.3).
+
+One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says which parts exist:
+
+* ``s2s``   — Initializer(x0, y0) -> (h0, c0); Encoder(x_t); ConvLSTM; Decoder (5 up-sampling stages).
+* ``s2s++`` — S2S + encoder->decoder skips, a ConvLSTM on the first skip (skip-memory), border head.
+* ``hs2s``  — zero initial state; Encoder(x_t, y_{t-1}); RefEncoder(x0, y0) (computed once per video) and
+  RefEncoder(x_{t-1}, y_{t-1}); h_t merged with the references by Global Convolution (``merge="gc"``) or
+  cosine matching (``merge="cosine"``, HS2S_sim); ``references`` = both / first (HS2S_0) / previous (HS2S_t-1).
+
+The network holds weights only. Per-video state is a ``dict[str, Tensor]`` whose tensors all have the
+objects (batch) first, so a caller can add, drop or re-initialise objects by indexing rows. Frames are
+``(B, 3, H, W)`` RGB in [0, 1] (normalised inside), masks ``(B, 1, H, W)`` probabilities; H and W must be
+multiples of 32, any size otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vidseg.models.backbones import build_backbone
+from vidseg.models.blocks import ConvLSTMCell, CosineMatcher, GlobalConvBlock, UpsampleDecoder
+
+METHODS = ("s2s", "s2s++", "hs2s")
+REFERENCES = ("both", "first", "previous")
+MERGES = ("gc", "cosine")
+State = dict[str, Tensor]
+
+
+@dataclass
+class S2SConfig:
+    """Architecture of one member of the family (the ``model:`` section of a config file)."""
+
+    method: str = "hs2s"
+    backbone: str = "resnet50"
+    backbone_weights: str | None = None  # None, "imagenet" (local torch cache) or a .pth path
+    bottleneck: int = 1024  # 1x1 conv after the backbone's 1/32 features
+    hidden: int = 1024  # ConvLSTM channels
+    lstm_kernel: int = 3
+    decoder_widths: tuple[int, ...] = (512, 256, 128, 64, 64)
+    decoder_kernel: int = 5
+    skips: bool = True
+    skip_memory: bool = True
+    skip_memory_kernel: int = 5
+    skip_memory_channels: int | None = None  # None: the skip's own channels (1024 for ResNet-50)
+    border_classes: int = 42
+    references: str = "both"
+    merge: str = "gc"
+    gc_kernel: int = 7
+    gc_inner: int = 256
+    freeze_bn: bool = True  # backbone BatchNorm in eval mode with frozen affine (small batches)
+
+    def __post_init__(self) -> None:
+        self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
+        checks = [
+            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+            (self.references in REFERENCES, f"references must be one of {REFERENCES}, got {self.references!r}"),
+            (self.merge in MERGES, f"merge must be one of {MERGES}, got {self.merge!r}"),
+            (len(self.decoder_widths) == 5, f"decoder_widths needs 5 stages (1/32 -> 1/1), got {self.decoder_widths}"),
+            (self.border_classes >= 0 and self.border_classes != 1, "border_classes must be 0 (off) or >= 2"),
+            (min(self.bottleneck, self.hidden) > 0, "bottleneck and hidden must be positive"),
+            (not self.skip_memory or self.skips, "skip_memory needs skips: true"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> S2SConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["decoder_widths"] = list(self.decoder_widths)
+        return out
+
+
+def preset(name: str, **overrides: Any) -> S2SConfig:
+    """The paper configurations: ``s2s`` (VGG-16), ``s2s++``, ``hs2s``, ``hs2s_0``, ``hs2s_t-1``, ``hs2s_sim``."""
+    base: dict[str, dict[str, Any]] = {
+        "s2s": dict(method="s2s", backbone="vgg16", bottleneck=512, hidden=512, skips=False, skip_memory=False,
+                    border_classes=0, lstm_kernel=3, decoder_kernel=5),
+        "s2s++": dict(method="s2s++", backbone="resnet50"),
+        "hs2s": dict(method="hs2s"),
+        "hs2s_0": dict(method="hs2s", references="first"),
+        "hs2s_t-1": dict(method="hs2s", references="previous"),
+        "hs2s_sim": dict(method="hs2s", merge="cosine"),
+    }
+    if name not in base:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(base)}")
+    return S2SConfig(**{**base[name], **overrides})
+
+
+class StepOutput(NamedTuple):
+    logits: Tensor  # (B, 1, H, W) mask logits
+    border_logits: Tensor | None  # (B, C, H, W) border-class scores, or None
+
+
+class _Encoder(nn.Module):
+    """Backbone + 1x1 conv (+ReLU) on the 1/32 features; also returns the finer levels for skips."""
+
+    def __init__(self, cfg: S2SConfig, in_channels: int):
+        super().__init__()
+        self.backbone = build_backbone(cfg.backbone, in_channels, cfg.backbone_weights)
+        self.proj = nn.Conv2d(self.backbone.channels[-1], cfg.bottleneck, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        feats = self.backbone(x)
+        return torch.relu(self.proj(feats[-1])), feats[:-1]
+
+
+class _Merge(nn.Module):
+    """HS2S merge of h_t with the reference features: one GC (or cosine matcher) per reference, 1x1 fuse."""
+
+    def __init__(self, cfg: S2SConfig, n_refs: int):
+        super().__init__()
+        self.cosine = cfg.merge == "cosine"
+        if self.cosine:
+            self.query = nn.Conv2d(cfg.hidden, cfg.bottleneck, 1)
+            self.branches = nn.ModuleList(CosineMatcher(cfg.bottleneck, cfg.hidden) for _ in range(n_refs))
+        else:
+            self.branches = nn.ModuleList(
+                GlobalConvBlock(cfg.hidden + cfg.bottleneck, cfg.hidden, cfg.gc_kernel, cfg.gc_inner) for _ in range(n_refs)
+            )
+        self.fuse = nn.Conv2d(n_refs * cfg.hidden, cfg.hidden, 1)
+
+    def forward(self, h: Tensor, refs: list[tuple[Tensor, Tensor]]) -> Tensor:
+        if self.cosine:
+            q = self.query(h)
+            outs = [branch(q, feat, mask) for branch, (feat, mask) in zip(self.branches, refs)]
+        else:
+            outs = [branch(torch.cat([h, feat], dim=1)) for branch, (feat, _) in zip(self.branches, refs)]
+        return torch.relu(self.fuse(torch.relu(torch.cat(outs, dim=1))))
+
+
+class RecurrentVOS(nn.Module):
+    """S2S / S2S++ / HS2S network (see the module docstring). Build with :func:`build_model`."""
+
+    def __init__(self, cfg: S2SConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.hybrid = cfg.method == "hs2s"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.encoder = _Encoder(cfg, 4 if self.hybrid else 3)
+        skip_channels = list(reversed(self.encoder.backbone.channels[:-1])) if cfg.skips else []
+        if self.hybrid:
+            self.ref_encoder = _Encoder(cfg, 4)
+            self.use_first = cfg.references in ("both", "first")
+            self.use_previous = cfg.references in ("both", "previous")
+            self.merge = _Merge(cfg, int(self.use_first) + int(self.use_previous))
+        else:
+            # S2S Initializer: backbone on RGB + first mask, then one conv each for h0 and c0.
+            self.initializer = build_backbone(cfg.backbone, 4, cfg.backbone_weights)
+            top = self.initializer.channels[-1]
+            self.init_h = nn.Conv2d(top, cfg.hidden, 1)
+            self.init_c = nn.Conv2d(top, cfg.hidden, 1)
+        self.lstm = ConvLSTMCell(cfg.bottleneck, cfg.hidden, cfg.lstm_kernel, state_activation="relu")
+        self.decoder = UpsampleDecoder(
+            cfg.hidden,
+            skip_channels,
+            cfg.decoder_widths,
+            cfg.decoder_kernel,
+            skip_memory=cfg.skip_memory,
+            skip_memory_kernel=cfg.skip_memory_kernel,
+            skip_memory_channels=cfg.skip_memory_channels,
+            n_border_classes=cfg.border_classes,
+        )
+        if cfg.freeze_bn:
+            for module in self._backbone_norms():
+                for p in module.parameters():
+                    p.requires_grad_(False)
+
+    # ------------------------------------------------------------------ helpers
+    def _backbone_norms(self) -> list[nn.BatchNorm2d]:
+        nets = [self.encoder.backbone] + ([self.ref_encoder.backbone] if self.hybrid else [self.initializer])
+        return [m for net in nets for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def train(self, mode: bool = True) -> RecurrentVOS:
+        super().train(mode)
+        if mode and self.cfg.freeze_bn:
+            for module in self._backbone_norms():
+                module.eval()
+        return self
+
+    def _normalize(self, frame: Tensor) -> Tensor:
+        if frame.dim() != 4 or frame.shape[1] != 3:
+            raise ValueError(f"frames must be (B, 3, H, W) RGB in [0, 1], got {tuple(frame.shape)}")
+        h, w = frame.shape[-2:]
+        if h % 32 or w % 32:
+            raise ValueError(f"frame size {h}x{w} must be a multiple of 32 (resize or pad the input)")
+        return (frame - self.mean.to(frame.dtype)) / self.std.to(frame.dtype)
+
+    @staticmethod
+    def _expand(x: Tensor, batch: int) -> Tensor:
+        return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
+
+    def _zero_skip_state(self, frame: Tensor, batch: int) -> State:
+        if self.decoder.skip_lstm is None:
+            return {}
+        h, w = frame.shape[-2:]
+        ch = self.decoder.skip_lstm.hidden_channels
+        zeros = frame.new_zeros(batch, ch, h // 16, w // 16)
+        return {"skip_h": zeros, "skip_c": zeros.clone()}
+
+    # ------------------------------------------------------------------ the recurrence
+    def init_state(self, frame: Tensor, mask: Tensor) -> State:
+        """State after the annotated first frame ``frame`` (B|1, 3, H, W) with ``mask`` (B, 1, H, W)."""
+        batch = mask.shape[0]
+        x = self._expand(self._normalize(frame), batch)
+        mask = mask.to(x.dtype)
+        state: State = self._zero_skip_state(x, batch)
+        if self.hybrid:
+            top = (x.shape[-2] // 32, x.shape[-1] // 32)
+            zeros = x.new_zeros(batch, self.cfg.hidden, *top)
+            state.update(h=zeros, c=zeros.clone(), prev_frame=x)
+            if self.use_first:
+                state["ref0"], _ = self.ref_encoder(torch.cat([x, mask], dim=1))
+                state["ref0_mask"] = F.adaptive_avg_pool2d(mask, top)
+        else:
+            f32 = self.initializer(torch.cat([x, mask], dim=1))[-1]
+            state.update(h=torch.relu(self.init_h(f32)), c=torch.relu(self.init_c(f32)))
+        return state
+
+    def step(self, frame: Tensor, prev_mask: Tensor, state: State) -> tuple[StepOutput, State]:
+        """Segment ``frame`` (B|1, 3, H, W) given the previous mask (B, 1, H, W) and the state.
+
+        S2S / S2S++ ignore ``prev_mask`` (the recurrence carries the object); HS2S feeds it to the
+        Encoder and, with the previous frame kept in the state, to the RefEncoder.
+        """
+        batch = state["h"].shape[0]
+        x = self._normalize(frame)
+        new: State = dict(state)
+        if self.hybrid:
+            x = self._expand(x, batch)
+            prev_mask = prev_mask.to(x.dtype)
+            top, skips = self.encoder(torch.cat([x, prev_mask], dim=1))
+        else:
+            top, skips = self.encoder(x)  # once per frame, shared by all objects
+            top = self._expand(top, batch)
+            skips = [self._expand(s, batch) for s in skips]
+        h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
+        if self.hybrid:
+            refs = []
+            if self.use_first:
+                refs.append((state["ref0"], state["ref0_mask"]))
+            if self.use_previous:
+                ref_prev, _ = self.ref_encoder(torch.cat([state["prev_frame"], prev_mask], dim=1))
+                refs.append((ref_prev, F.adaptive_avg_pool2d(prev_mask, ref_prev.shape[-2:])))
+            h = self.merge(h, refs)
+            new["prev_frame"] = x
+        skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
+        used_skips = list(reversed(skips)) if self.cfg.skips else []
+        logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
+        if skip_state is not None:
+            new["skip_h"], new["skip_c"] = skip_state
+        return StepOutput(logits, border), new
+
+
+def build_model(config: S2SConfig | dict[str, Any]) -> RecurrentVOS:
+    """Build a network from an :class:`S2SConfig` or the ``model:`` dict of a config file."""
+    cfg = config if isinstance(config, S2SConfig) else S2SConfig.from_dict(dict(config))
+    return RecurrentVOS(cfg)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "METHODS",
+    "RecurrentVOS",
+    "S2SConfig",
+    "State",
+    "StepOutput",
+    "build_model",
+    "count_parameters",
+    "preset",
+]
