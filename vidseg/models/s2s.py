@@ -26,7 +26,12 @@ from torch import Tensor, nn
 
 from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vidseg.models.backbones import build_backbone
-from vidseg.models.blocks import ConvLSTMCell, CosineMatcher, GlobalConvBlock, UpsampleDecoder
+from vidseg.models.blocks import (
+    ConvLSTMCell,
+    CosineMatcher,
+    GlobalConvBlock,
+    UpsampleDecoder,
+)
 
 METHODS = ("s2s", "s2s++", "hs2s")
 REFERENCES = ("both", "first", "previous")
@@ -89,13 +94,13 @@ class S2SConfig:
 def preset(name: str, **overrides: Any) -> S2SConfig:
     """The paper configurations: ``s2s`` (VGG-16), ``s2s++``, ``hs2s``, ``hs2s_0``, ``hs2s_t-1``, ``hs2s_sim``."""
     base: dict[str, dict[str, Any]] = {
-        "s2s": dict(method="s2s", backbone="vgg16", bottleneck=512, hidden=512, skips=False, skip_memory=False,
-                    border_classes=0, lstm_kernel=3, decoder_kernel=5),
-        "s2s++": dict(method="s2s++", backbone="resnet50"),
-        "hs2s": dict(method="hs2s"),
-        "hs2s_0": dict(method="hs2s", references="first"),
-        "hs2s_t-1": dict(method="hs2s", references="previous"),
-        "hs2s_sim": dict(method="hs2s", merge="cosine"),
+        "s2s": {"method": "s2s", "backbone": "vgg16", "bottleneck": 512, "hidden": 512, "skips": False, "skip_memory": False,
+                    "border_classes": 0, "lstm_kernel": 3, "decoder_kernel": 5},
+        "s2s++": {"method": "s2s++", "backbone": "resnet50"},
+        "hs2s": {"method": "hs2s"},
+        "hs2s_0": {"method": "hs2s", "references": "first"},
+        "hs2s_t-1": {"method": "hs2s", "references": "previous"},
+        "hs2s_sim": {"method": "hs2s", "merge": "cosine"},
     }
     if name not in base:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(base)}")

@@ -10,8 +10,8 @@ from torch import nn
 
 from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.io.masks import VOID_ID
-from vidseg.training.unroll import LossConfig
 from vidseg.training.losses import segmentation_loss
+from vidseg.training.unroll import LossConfig
 
 
 def online_finetune(
