@@ -222,8 +222,6 @@ def test_truncated_checkpoint_and_mismatched_weights(tmp_path):
 
 
 def test_online_finetune_improves_the_first_frame_and_leaves_the_model_alone():
-    from vidseg.evaluation.metrics import db_eval_iou
-
     model = tiny("hs2s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     frame = np.full((64, 96, 3), 30, np.uint8)
@@ -236,8 +234,9 @@ def test_online_finetune_improves_the_first_frame_and_leaves_the_model_alone():
         y = torch.from_numpy(mask)[None, None].float()
         with torch.no_grad():
             out, _ = net.step(x, y, net.init_state(x, y))
-        return db_eval_iou(mask > 0, out.logits[0, 0].numpy() > 0)
+        pred, target = out.logits[0, 0].numpy() > 0, mask > 0
+        return (pred & target).sum() / (pred | target).sum()
 
-    tuned = online_finetune(model, frame, mask, steps=25, lr=3e-3, batch_size=2)
-    assert iou(tuned) > max(0.7, iou(model))
+    tuned = online_finetune(model, frame, mask, steps=40, lr=3e-3, batch_size=2)
+    assert iou(tuned) > max(0.6, iou(model) + 0.3)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -69,4 +69,37 @@ def optimize_for_inference(
     return model
 
 
-__all__ = ["fold_batchnorm", "optimize_for_inference"]
+def load_for_inference(
+    config,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Build a network straight from the state dict of an already optimized copy, without a float32 model.
+
+    ``state_dict`` must come from ``optimize_for_inference(model, fold_bn=..., dtype=...).state_dict()`` with
+    the same ``fold_bn``. The network is built on the ``meta`` device (no memory), given the folded structure
+    there, and the tensors of ``state_dict`` are taken over as they are (``assign``, no copy). So a bfloat16
+    HS2S never holds its 1.5 GB of float32 weights: peak memory is the state dict plus activations.
+    """
+    from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from vidseg.models.s2s import build_model
+
+    with torch.device("meta"):
+        model = build_model(config)
+        optimize_for_inference(model, fold_bn=fold_bn, channels_last=False, dtype=dtype, inplace=True)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    # Non-persistent buffers are not in a state dict: recreate them.
+    model.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(dtype)
+    model.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(dtype)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"state dict does not fill {left[:5]}{'...' if len(left) > 5 else ''}")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+__all__ = ["fold_batchnorm", "load_for_inference", "optimize_for_inference"]

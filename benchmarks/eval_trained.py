@@ -1,0 +1,102 @@
+"""Score trained S2S-family checkpoints (and the flow method) on a held-out DAVIS-layout split.
+
+Every method segments each sequence from its first-frame mask (full length, all objects) with
+``segment_video``; the results are scored with the DAVIS semi-supervised protocol plus the HS2S
+analyses (early t < 10 vs late t > 20 frames; frames after a first full occlusion, 0 px threshold).
+
+    python benchmarks/eval_trained.py --root ../shared/data/davis2016-train-240p --year 2016 \\
+        --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt --flow
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from vidseg.data.davis import DavisIndex
+from vidseg.evaluation import evaluate
+from vidseg.inference.flow import FlowPropagator
+from vidseg.inference.recurrent import load_propagator
+from vidseg.inference.runner import segment_video
+from vidseg.machine import format_machine_info
+
+
+def val_sequences(config: Path) -> list[str]:
+    """The ``data.val.sequences`` list of a training config."""
+    with open(config) as handle:
+        values = yaml.safe_load(handle)
+    return list(values["data"]["val"]["sequences"])
+
+
+def score(name, propagator, index: DavisIndex, args, tmp: Path) -> dict:
+    frames, seconds = 0, 0.0
+    out_root = tmp / name
+    for sequence in index:
+        start = time.perf_counter()
+        result = segment_video(sequence.frame_paths[0].parent, [sequence.mask_paths[sequence.frame_names[0]]],
+                               out_root / sequence.name, method=propagator, progress=False)
+        seconds += time.perf_counter() - start
+        frames += result.num_frames
+    scores = evaluate(args.root, out_root, task="semi-supervised", dataset="davis", split=args.split, year=args.year,
+                      resolution=index.resolution, sequences=[s.name for s in index])
+    g, length, occlusion = scores.global_metrics, scores.analyses["length"], scores.analyses["occlusion"]["0"]
+    return {
+        "method": name,
+        "J&F": g["J&F-Mean"], "J": g["J-Mean"], "F": g["F-Mean"],
+        "J-early": length["J-early"], "J-late": length["J-late"], "F-early": length["F-early"], "F-late": length["F-late"],
+        "J&F-after-occlusion": occlusion["J&F-Mean"], "occluded-objects": occlusion["n_objects"],
+        "frames/s": frames / seconds,
+        "per-sequence": {s.name: s.jf_mean for s in scores.sequences},
+    }
+
+
+def fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True, help="DAVIS-layout dataset root")
+    parser.add_argument("--year", default="2016")
+    parser.add_argument("--split", default="train", help="ImageSets split the sequences come from")
+    parser.add_argument("--resolution", default=None)
+    parser.add_argument("--sequences", nargs="*", help="sequence names (default: the whole split)")
+    parser.add_argument("--sequences-from", type=Path, help="take data.val.sequences of this training config")
+    parser.add_argument("--method", action="append", default=[], metavar="NAME=CHECKPOINT")
+    parser.add_argument("--flow", action="store_true", help="also score the flow method")
+    parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.sequences or (val_sequences(args.sequences_from) if args.sequences_from else None)
+    index = DavisIndex(args.root, year=args.year, split=args.split, resolution=args.resolution, sequences=names)
+    print(format_machine_info())
+    print(f"settings : {len(index)} sequences of {args.root} ({index.resolution}), networks at max side "
+          f"{args.max_side}, {args.threads} threads")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in args.method:
+            name, _, checkpoint = spec.partition("=")
+            rows.append(score(name, load_propagator(checkpoint, max_side=args.max_side), index, args, Path(tmp)))
+        if args.flow:
+            rows.append(score("flow", FlowPropagator(), index, args, Path(tmp)))
+    header = ["method", "J&F", "J", "F", "J early", "J late", "F early", "F late", "J&F after occlusion", "frames/s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        occl = f"{fmt(r['J&F-after-occlusion'])} ({r['occluded-objects']} obj.)"
+        print(f"| {r['method']} | {fmt(r['J&F'])} | {fmt(r['J'])} | {fmt(r['F'])} | {fmt(r['J-early'])} | "
+              f"{fmt(r['J-late'])} | {fmt(r['F-early'])} | {fmt(r['F-late'])} | {occl} | {r['frames/s']:.1f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

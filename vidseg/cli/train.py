@@ -1,0 +1,35 @@
+"""``vidseg train CONFIG [key=value ...]``: train S2S / S2S++ / HS2S from a YAML config (DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a network from a YAML config",
+        description="Train S2S / S2S++ / HS2S from a YAML config (sections model:, data:, train:). Writes "
+        "last.pt, best.pt, log.csv, config.yaml and TensorBoard logs (tb/) to train.out_dir. Launch with "
+        "`torchrun --nproc_per_node N -m vidseg.cli.main train ...` for distributed training.",
+    )
+    parser.add_argument("config", metavar="CONFIG", help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. train.steps=1000 data.batch_size=8 data.size=[128,224]")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
+    parser.add_argument("--out", metavar="DIR", help="output folder (overrides train.out_dir)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidseg.config import load_config
+    from vidseg.training.engine import train
+
+    config = load_config(args.config, args.overrides)
+    if args.out:
+        config.train.out_dir = str(Path(args.out).expanduser().absolute())
+    result = train(config, resume=args.resume)
+    best = "" if result.best_metric is None else f", best J&F {result.best_metric:.4f} ({result.best_checkpoint})"
+    print(f"trained {result.step} steps -> {result.last_checkpoint}{best}")
+    return 0
