@@ -5,7 +5,7 @@ Every method segments each sequence from its first-frame mask (full length, all 
 analyses (early t < 10 vs late t > 20 frames; frames after a first full occlusion, 0 px threshold).
 
     python benchmarks/eval_trained.py --root ../shared/data/davis2016-train-240p --year 2016 \\
-        --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt --flow
+        --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt --flow [--online-steps 20]
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--method", action="append", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument("--flow", action="store_true", help="also score the flow method")
     parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
+    parser.add_argument("--online-steps", type=int, default=0,
+                        help="also score every network with S2S-OL fine-tuning of this many steps")
+    parser.add_argument("--online-lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -85,6 +88,10 @@ def main() -> None:
         for spec in args.method:
             name, _, checkpoint = spec.partition("=")
             rows.append(score(name, load_propagator(checkpoint, max_side=args.max_side), index, args, Path(tmp)))
+            if args.online_steps:
+                tuned = load_propagator(checkpoint, max_side=args.max_side, online_steps=args.online_steps,
+                                        online_lr=args.online_lr)
+                rows.append(score(f"{name}+OL{args.online_steps}", tuned, index, args, Path(tmp)))
         if args.flow:
             rows.append(score("flow", FlowPropagator(), index, args, Path(tmp)))
     header = ["method", "J&F", "J", "F", "J early", "J late", "F early", "F late", "J&F after occlusion", "frames/s"]
