@@ -87,7 +87,7 @@ class RecurrentPropagator(Propagator):
         return RecurrentState(model=self.model)
 
     def _frame_tensor(self, frame: np.ndarray) -> Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None]
+        x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None]  # a copy: frames may be read-only
         x = x.to(self.dtype) / 255.0
         return x.contiguous(memory_format=torch.channels_last) if self.optimize else x
 
