@@ -10,6 +10,21 @@ import pytest
 
 from vidseg.io.masks import write_mask
 
+# Tiny S2S-family sizes for CPU tests.
+TINY_NETWORK = {"backbone": "convnet-tiny", "bottleneck": 16, "hidden": 16, "decoder_widths": (16, 16, 8, 8, 8),
+                "gc_inner": 8, "skip_memory_channels": 8, "freeze_bn": False}
+
+
+def tiny_network(name: str, **overrides):
+    """A seeded, eval-mode tiny network of preset ``name``."""
+    import torch
+
+    from vidseg.models.s2s import build_model, preset
+
+    torch.manual_seed(0)
+    return build_model(preset(name, **{**TINY_NETWORK, **overrides})).eval()
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS_240P = SHARED / "data" / "davis2016-train-240p"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import moving_squares
+from conftest import moving_squares, tiny_network
 
 from vidseg.cli.main import main
 from vidseg.errors import VidsegError
@@ -14,19 +14,10 @@ from vidseg.inference.recurrent import RecurrentPropagator, working_size_multipl
 from vidseg.inference.session import InferenceSession
 from vidseg.io.masks import read_mask
 from vidseg.models.checkpoint import save_checkpoint
-from vidseg.models.s2s import build_model, preset
-
-TINY = {"backbone": "convnet-tiny", "bottleneck": 16, "hidden": 16, "decoder_widths": (16, 16, 8, 8, 8), "gc_inner": 8,
-            "skip_memory_channels": 8, "freeze_bn": False}
-
-
-def tiny(name: str):
-    torch.manual_seed(0)
-    return build_model(preset(name, **TINY)).eval()
 
 
 def write_tiny_checkpoint(path, name="hs2s"):
-    model = tiny(name)
+    model = tiny_network(name)
     return save_checkpoint(path, {"model_config": model.cfg.to_dict(), "model": model.state_dict()})
 
 
@@ -40,7 +31,7 @@ def test_working_size_is_a_multiple_of_32():
 @pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_sim"])
 def test_session_with_later_and_reinitialised_objects(name):
     frames, masks = moving_squares(num_frames=8)
-    propagator = RecurrentPropagator(tiny(name), max_side=96)
+    propagator = RecurrentPropagator(tiny_network(name), max_side=96)
     session = InferenceSession(propagator)
     only_first = np.where(masks[0] == 1, 1, 0).astype(np.uint8)
     outputs = []
@@ -61,7 +52,7 @@ def test_session_with_later_and_reinitialised_objects(name):
 
 def test_bfloat16_and_float32_propagation_agree():
     frames, masks = moving_squares(num_frames=2)
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     probabilities = {}
     for dtype in ("float32", "bfloat16"):
         propagator = RecurrentPropagator(model, max_side=96, dtype=dtype)
@@ -75,7 +66,7 @@ def test_bfloat16_and_float32_propagation_agree():
 
 def test_online_learning_gives_each_video_its_own_copy():
     frames, masks = moving_squares(num_frames=3)
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     propagator = RecurrentPropagator(model, max_side=96, online_steps=2, online_batch=2)
     session = InferenceSession(propagator)

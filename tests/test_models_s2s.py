@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_network
 
 from vidseg.errors import VidsegError
 from vidseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
@@ -12,14 +13,8 @@ from vidseg.models.s2s import S2SConfig, build_model, count_parameters, preset
 from vidseg.training.online import online_finetune
 from vidseg.training.unroll import SamplingSchedule, unroll_clip
 
-TINY = {"backbone": "convnet-tiny", "bottleneck": 16, "hidden": 16, "decoder_widths": (16, 16, 8, 8, 8), "gc_inner": 8,
-            "skip_memory_channels": 8, "freeze_bn": False}
 PRESETS = ["s2s", "s2s++", "hs2s", "hs2s_0", "hs2s_t-1", "hs2s_sim"]
 
-
-def tiny(name: str, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(preset(name, **{**TINY, **overrides})).eval()
 
 
 def square_batch(batch: int = 2, length: int = 4, size: tuple[int, int] = (64, 96)) -> dict:
@@ -41,7 +36,7 @@ def square_batch(batch: int = 2, length: int = 4, size: tuple[int, int] = (64, 9
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("size", [(64, 96), (96, 160)])
 def test_every_method_runs_at_any_size_divisible_by_32(name, size):
-    model = tiny(name)
+    model = tiny_network(name)
     frame = torch.rand(1, 3, *size)
     mask = (torch.rand(3, 1, *size) > 0.5).float()
     with torch.no_grad():
@@ -58,13 +53,13 @@ def test_every_method_runs_at_any_size_divisible_by_32(name, size):
 
 
 def test_sizes_not_divisible_by_32_are_rejected():
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     with pytest.raises(ValueError, match="multiple of 32"):
         model.init_state(torch.rand(1, 3, 60, 96), torch.zeros(1, 1, 60, 96))
 
 
 def test_objects_in_a_batch_match_objects_run_alone():
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     frames = torch.rand(3, 1, 3, 64, 96)
     masks = (torch.rand(2, 1, 64, 96) > 0.6).float()
     with torch.no_grad():
@@ -80,7 +75,7 @@ def test_hs2s_encodes_the_first_frame_reference_once_per_video():
     from vidseg.inference.recurrent import RecurrentPropagator
     from vidseg.inference.session import InferenceSession
 
-    model = tiny("hs2s_0")
+    model = tiny_network("hs2s_0")
     calls = []
     model.ref_encoder.register_forward_hook(lambda *_: calls.append(1))
     session = InferenceSession(RecurrentPropagator(model, max_side=96, optimize=False))
@@ -118,7 +113,7 @@ def test_sampling_schedule():
 
 
 def test_unroll_uses_only_labelled_frames_and_teacher_forcing():
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     batch = square_batch()
     loss, parts = unroll_clip(model, batch)
     assert loss.requires_grad and set(parts) == {"bce", "border", "total"}
@@ -135,7 +130,7 @@ def test_unroll_rejects_multi_object_clips():
     batch = square_batch()
     batch["masks"] = batch["masks"] * 2
     with pytest.raises(ValueError, match="objects='one'"):
-        unroll_clip(tiny("s2s"), batch)
+        unroll_clip(tiny_network("s2s"), batch)
 
 
 def clip_iou(model, batch) -> float:
@@ -154,7 +149,7 @@ def clip_iou(model, batch) -> float:
 
 @pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s"])
 def test_tiny_model_overfits_a_clip(name):
-    model = tiny(name).train()
+    model = tiny_network(name).train()
     batch = square_batch()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -170,7 +165,7 @@ def test_tiny_model_overfits_a_clip(name):
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     path = save_checkpoint(tmp_path / "m.pt", {"model_config": model.cfg.to_dict(), "model": model.state_dict()})
     loaded = load_model(path)
     frame, mask = torch.rand(1, 3, 64, 96), (torch.rand(1, 1, 64, 96) > 0.5).float()
@@ -209,7 +204,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, content, message):
 
 
 def test_truncated_checkpoint_and_mismatched_weights(tmp_path):
-    model = tiny("s2s")
+    model = tiny_network("s2s")
     good = save_checkpoint(tmp_path / "m.pt", {"model_config": model.cfg.to_dict(), "model": model.state_dict()})
     truncated = tmp_path / "cut.pt"
     truncated.write_bytes(good.read_bytes()[:2000])
@@ -222,7 +217,7 @@ def test_truncated_checkpoint_and_mismatched_weights(tmp_path):
 
 
 def test_online_finetune_improves_the_first_frame_and_leaves_the_model_alone():
-    model = tiny("hs2s")
+    model = tiny_network("hs2s")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     frame = np.full((64, 96, 3), 30, np.uint8)
     mask = np.zeros((64, 96), np.uint8)

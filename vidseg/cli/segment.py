@@ -41,29 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseg.inference.methods import build_propagator
+    from vidseg.errors import VidsegError
+    from vidseg.inference.methods import build_propagator, network_propagator
     from vidseg.inference.runner import segment_video
 
-    method = args.method
-    if method is None:
-        method = "flow"
-        if args.checkpoint:
-            from vidseg.models.checkpoint import read_checkpoint
-
-            method = read_checkpoint(args.checkpoint)["model_config"]["method"]
-    options = {}
-    if method != "flow":
-        options = dict(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, max_side=args.max_side,
-                       online_steps=args.online_steps)
-    elif args.checkpoint or args.online_steps:
-        from vidseg.errors import VidsegError
-
-        raise VidsegError("--checkpoint and --online-steps only apply to hs2s / s2s++ / s2s", fix="drop them or choose a network method")
+    if args.checkpoint:
+        if args.method == "flow":
+            raise VidsegError("--checkpoint only applies to hs2s / s2s++ / s2s", fix="drop it or choose a network method")
+        propagator = network_propagator(args.checkpoint, args.method, device=args.device, dtype=args.dtype,
+                                        max_side=args.max_side, online_steps=args.online_steps)
+    elif args.online_steps:
+        raise VidsegError("--online-steps only applies to hs2s / s2s++ / s2s", fix="pass their --checkpoint")
+    else:
+        propagator = build_propagator(args.method or "flow")
     result = segment_video(
         args.video,
         args.mask,
         args.out,
-        method=build_propagator(method, **options),
+        method=propagator,
         overlay=args.overlay,
         overwrite=args.overwrite,
         progress=not args.quiet,

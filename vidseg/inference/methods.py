@@ -17,21 +17,28 @@ def _flow(**options: Any) -> Propagator:
     return FlowPropagator(**options)
 
 
+def network_propagator(checkpoint: str, method: str | None = None, device: str = "cpu", **options: Any) -> Propagator:
+    """The network of a ``vidseg train`` checkpoint as a method; ``method``, when given, must match it."""
+    from vidseg.inference.recurrent import load_propagator
+
+    if method is not None and method not in RECURRENT_METHODS:
+        _unknown(method)
+    propagator = load_propagator(checkpoint, device, **options)
+    if method is not None and propagator.name != method:
+        raise VidsegError(
+            f"checkpoint holds a {propagator.name} network, not {method}", checkpoint, f"use --method {propagator.name}"
+        )
+    return propagator
+
+
 def _recurrent(method: str) -> Callable[..., Propagator]:
     def build(checkpoint: str | None = None, device: str = "cpu", **options: Any) -> Propagator:
-        from vidseg.inference.recurrent import load_propagator
-
         if checkpoint is None:
             raise VidsegError(
                 f"method {method!r} needs trained weights",
                 fix=f"pass --checkpoint FILE.pt (train one with `vidseg train configs/{method}.yaml`)",
             )
-        propagator = load_propagator(checkpoint, device, **options)
-        if propagator.name != method:
-            raise VidsegError(
-                f"checkpoint holds a {propagator.name} network, not {method}", checkpoint, f"use --method {propagator.name}"
-            )
-        return propagator
+        return network_propagator(checkpoint, method, device, **options)
 
     return build
 
@@ -55,5 +62,9 @@ def default_method() -> str:
 def build_propagator(name: str, **options: Any) -> Propagator:
     """Build a method by name: ``flow`` (no weights) or ``hs2s`` / ``s2s++`` / ``s2s`` (``checkpoint=...``)."""
     if name not in _BUILDERS:
-        raise VidsegError(f"unknown method {name!r}", fix=f"use one of: {', '.join(available_methods())}")
+        _unknown(name)
     return _BUILDERS[name](**options)
+
+
+def _unknown(name: str) -> None:
+    raise VidsegError(f"unknown method {name!r}", fix=f"use one of: {', '.join(available_methods())}")

@@ -74,8 +74,10 @@ class RecurrentPropagator(Propagator):
         self.online_lr = float(online_lr)
         self.online_batch = int(online_batch)
         self.seed = int(seed)
-        self.trainable = model.to(self.device)
-        self.model = self._prepare(self.trainable) if self.online_steps == 0 else None
+        model = model.to(self.device)
+        # Keep the trainable network only for online learning; otherwise only the optimized copy stays alive.
+        self.trainable = model if self.online_steps else None
+        self.model = None if self.online_steps else self._prepare(model)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         return optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype)

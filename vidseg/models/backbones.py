@@ -93,7 +93,21 @@ class ResNetBackbone(Backbone):
         return [f2, f4, f8, f16, f32]
 
 
-class VGGBackbone(Backbone):
+class StagedBackbone(Backbone):
+    """A backbone made of ``self.stages``, each stage's output one feature level."""
+
+    stages: nn.ModuleList
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        self._check_input(x)
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+
+class VGGBackbone(StagedBackbone):
     """VGG-16 conv part split at its five max-poolings; each level is a pooling output."""
 
     def __init__(self, net: tvm.VGG, name: str = "vgg16", in_channels: int = 3):
@@ -126,16 +140,9 @@ class VGGBackbone(Backbone):
         self.stages = nn.ModuleList(stages)
         self.channels = tuple(channels)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        self._check_input(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
-class ConvNetBackbone(Backbone):
+class ConvNetBackbone(StagedBackbone):
     """Five stages of (3x3 stride-2 conv, BN, ReLU, 3x3 conv, BN, ReLU); no pretrained weights."""
 
     def __init__(self, name: str, widths: tuple[int, ...], in_channels: int = 3):
@@ -159,13 +166,6 @@ class ConvNetBackbone(Backbone):
         self.stages = nn.ModuleList(stages)
         self.channels = tuple(widths)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        self._check_input(x)
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
 
 
 def _out_channels(layer: nn.Sequential) -> int:
