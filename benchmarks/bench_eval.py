@@ -13,86 +13,18 @@ frame-object J 0.90 ms, F 3.71 ms.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from vidseg.bench import ANCHORS, EVAL_RESULTS, eval_child
 from vidseg.machine import format_machine_info
 
-OFFICIAL = {
-    "semi-supervised": {"wall_s": 20.4, "rss_gb": 3.4, "results": "semi-lag1"},
-    "unsupervised": {"wall_s": 272.0, "rss_gb": 11.3, "results": "unsup-rvos"},
-}
+OFFICIAL = ANCHORS["eval"]["tasks"]
 OFFICIAL_J_MS, OFFICIAL_F_MS = 0.90, 3.71
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "conformance" / "davis2017"
-
-
-def _tree_rss_sampler(stop: threading.Event, peak: dict) -> None:
-    try:
-        import psutil
-    except ImportError:
-        return
-    me = psutil.Process()
-    while not stop.is_set():
-        total = 0
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        peak["tree"] = max(peak.get("tree", 0), total)
-        stop.wait(0.05)
-
-
-def own_peak_rss_mb() -> float:
-    """This process's peak RSS: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``, which on Linux keeps
-    the launching process's peak across fork + exec); ``ru_maxrss`` where /proc is missing."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def child(data: Path, task: str, jobs: int) -> None:
-    """One measured run; prints a JSON line."""
-    from vidseg.evaluation import evaluate
-
-    stop, peak = threading.Event(), {}
-    sampler = threading.Thread(target=_tree_rss_sampler, args=(stop, peak), daemon=True)
-    sampler.start()
-    results = data / "results" / OFFICIAL[task]["results"]
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = evaluate(data / "gt", results, task=task, jobs=jobs, analyses=False, progress=False)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    stop.set()
-    sampler.join()
-    worst = 0.0
-    expected = data / "expected" / f"{OFFICIAL[task]['results']}_per_object.csv"
-    if expected.is_file():
-        rows = {r["Sequence"]: r for r in result.per_object}
-        with expected.open() as handle:
-            for row in csv.DictReader(handle):
-                for key, value in row.items():
-                    if key != "Sequence":
-                        worst = max(worst, abs(rows[row["Sequence"]][key] - float(value)))
-    print(json.dumps({
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "rss_mb": own_peak_rss_mb(),
-        "tree_rss_mb": peak.get("tree", 0) / 2**20,
-        "frames": sum(len(o.J) for o in result.objects),
-        "objects": len(result.objects),
-        "max_abs_diff": worst if expected.is_file() else None,
-        "jf": result.global_metrics["J&F-Mean"],
-    }))
 
 
 def per_pair_timing(data: Path, repeat: int = 3) -> tuple[float, float]:
@@ -124,12 +56,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="conformance folder (gt/, results/, expected/)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--tasks", nargs="+", default=list(OFFICIAL), choices=list(OFFICIAL))
+    parser.add_argument("--tasks", nargs="+", default=list(EVAL_RESULTS), choices=list(EVAL_RESULTS))
     parser.add_argument("--repeat", type=int, default=3, help="runs per setting; the fastest is reported")
     parser.add_argument("--child", nargs=2, metavar=("TASK", "JOBS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.data, args.child[0], int(args.child[1]))
+        eval_child(str(args.data), args.child[0], args.child[1])
         return 0
     if not (args.data / "gt").is_dir():
         print(f"conformance data not found at {args.data}", file=sys.stderr)

@@ -136,8 +136,19 @@ def test_interrupt_keeps_complete_masks_and_no_partial_overlay(tmp_path, square_
         segment_video(frame_dir, [first], tmp_path / "out", method=InterruptedFlow(), overlay=tmp_path / "o.mp4",
                       progress=False)
     kept = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert kept == [f"{t:05d}.png" for t in range(5)]
-    for name in kept:
+    assert kept == [".vidseg-resume.npz"] + [f"{t:05d}.png" for t in range(5)]
+    for name in kept[1:]:
         assert read_mask(tmp_path / "out" / name).shape == (64, 96)
     assert not (tmp_path / "o.mp4").exists()
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".mp4" or ".tmp" in p.name] == []
+
+    # --resume continues after the last complete mask and writes exactly what an uninterrupted run writes
+    resumed = segment_video(frame_dir, [first], tmp_path / "out", method="flow", overlay=tmp_path / "o.mp4",
+                            progress=False, resume=True)
+    assert resumed.resumed_at == 5 and "resumed at frame 5" in resumed.summary()
+    full = segment_video(frame_dir, [first], tmp_path / "full", method="flow", progress=False)
+    names = sorted(p.name for p in full.mask_dir.iterdir())
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # resume point removed
+    for name in names:
+        assert np.array_equal(read_mask(tmp_path / "out" / name), read_mask(tmp_path / "full" / name)), name
+    assert (tmp_path / "o.mp4").stat().st_size > 0

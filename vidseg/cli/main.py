@@ -9,7 +9,7 @@ import sys
 from vidseg import __version__
 from vidseg.errors import VidsegError
 
-SUBCOMMAND_MODULES = ("segment", "data", "demo", "eval", "train")
+SUBCOMMAND_MODULES = ("segment", "data", "demo", "eval", "train", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command line as typed, for reports
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

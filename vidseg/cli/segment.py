@@ -23,37 +23,54 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--method",
-        help="segmentation method: flow (no weights), hs2s, s2s++ or s2s (need --checkpoint); "
-        "default: the checkpoint's method, else flow",
+        help="segmentation method: flow (no weights), or the networks hs2s, s2s++, s2s (bundled weights or "
+        "--checkpoint); default: the checkpoint's method, else the best available one (printed)",
     )
     parser.add_argument("--checkpoint", metavar="PT", help="trained weights for hs2s / s2s++ / s2s (from `vidseg train`)")
     parser.add_argument("--device", default="cpu", help="torch device for the network methods (cpu, cuda, cuda:1)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="network precision (bfloat16 halves memory)")
-    parser.add_argument("--max-side", type=int, default=448, help="working resolution of the networks' longer side")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="working resolution of the networks' longer side (default: the size they were trained at)")
     parser.add_argument("--online-steps", type=int, default=0, metavar="N",
                         help="S2S-OL: fine-tune N steps on the first frame before segmenting (slower, often better)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
     parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4 or .avi)")
     parser.add_argument("--overwrite", action="store_true", help="replace masks from an earlier run in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run that was interrupted (Ctrl-C) in --out, with the same arguments")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from vidseg.errors import VidsegError
-    from vidseg.inference.methods import build_propagator, network_propagator
+    from vidseg.inference.methods import (
+        RECURRENT_METHODS,
+        build_propagator,
+        choose_default_method,
+        network_propagator,
+    )
     from vidseg.inference.runner import segment_video
 
-    if args.checkpoint:
-        if args.method == "flow":
-            raise VidsegError("--checkpoint only applies to hs2s / s2s++ / s2s", fix="drop it or choose a network method")
-        propagator = network_propagator(args.checkpoint, args.method, device=args.device, dtype=args.dtype,
-                                        max_side=args.max_side, online_steps=args.online_steps)
-    elif args.online_steps:
-        raise VidsegError("--online-steps only applies to hs2s / s2s++ / s2s", fix="pass their --checkpoint")
+    if args.overwrite and args.resume:
+        raise VidsegError("--overwrite and --resume exclude each other", fix="pass one of them")
+    method = args.method
+    if method is None and not args.checkpoint:
+        choice = choose_default_method()
+        method = choice.name
+        print(f"method: {choice.name} ({choice.reason}; choose another with --method)", file=sys.stderr)
+    if args.checkpoint and method == "flow":
+        raise VidsegError("--checkpoint only applies to hs2s / s2s++ / s2s", fix="drop it or choose a network method")
+    if method is not None and method not in RECURRENT_METHODS:
+        if args.online_steps:
+            raise VidsegError("--online-steps only applies to hs2s / s2s++ / s2s", fix="choose a network method")
+        propagator = build_propagator(method)
     else:
-        propagator = build_propagator(args.method or "flow")
+        propagator = network_propagator(args.checkpoint, method, device=args.device, dtype=args.dtype,
+                                        max_side=args.max_side, online_steps=args.online_steps)
     result = segment_video(
         args.video,
         args.mask,
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=args.overlay,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        resume=args.resume,
     )
     print(result.summary())
     return 0

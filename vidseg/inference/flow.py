@@ -89,3 +89,12 @@ class FlowPropagator(Propagator):
         if self.sharpness > 0:
             probabilities = 1.0 / (1.0 + np.exp(-self.sharpness * (probabilities - 0.5)))
         state.probabilities = probabilities.astype(np.float32)
+
+    def state_dict(self, state: FlowState) -> dict[str, np.ndarray]:
+        return {"previous_gray": state.previous_gray, "probabilities": state.probabilities}
+
+    def load_state_dict(self, saved: dict[str, np.ndarray]) -> FlowState:
+        state = self.new_state()
+        state.previous_gray = np.asarray(saved["previous_gray"], np.uint8)
+        state.probabilities = np.asarray(saved["probabilities"], np.float32)
+        return state

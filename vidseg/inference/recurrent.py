@@ -9,6 +9,8 @@ the object is given.
 
 from __future__ import annotations
 
+import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +119,27 @@ class RecurrentPropagator(Propagator):
                 network = _put_rows(network, fresh, new_objects, len(probabilities))
             state.network, state.previous, state.pending = network, previous, None
 
+    def state_dict(self, state: RecurrentState) -> dict[str, Any]:
+        tuned = state.model is not None and state.model is not self.model
+        return {
+            "network": dict(state.network),
+            "previous": state.previous,
+            "model": state.model.state_dict() if tuned else None,  # the per-video fine-tuned copy (S2S-OL)
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> RecurrentState:
+        state = self.new_state()
+        state.network = {key: value.to(self.device) for key, value in saved["network"].items()}
+        state.previous = saved["previous"].to(self.device)
+        if saved["model"] is not None:
+            if self.trainable is None:
+                raise ValueError("the saved state holds a fine-tuned network; resume with the same --online-steps")
+            state.model = self._prepare(copy.deepcopy(self.trainable))
+            state.model.load_state_dict(saved["model"])
+        elif self.model is None:
+            raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
+        return state
+
 
 def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int], total: int) -> dict[str, Tensor]:
     """Write ``fresh`` (one row per entry of ``rows``) into ``network``, growing it to ``total`` rows."""
@@ -135,11 +158,24 @@ def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows:
     return out
 
 
-def load_propagator(checkpoint: str, device: str = "cpu", **options: Any) -> RecurrentPropagator:
+def load_propagator(checkpoint: str | os.PathLike, device: str = "cpu", **options: Any) -> RecurrentPropagator:
     """A propagator for the network stored in a ``vidseg train`` checkpoint."""
-    from vidseg.models.checkpoint import load_model
+    from vidseg.models.checkpoint import read_checkpoint
 
-    return RecurrentPropagator(load_model(checkpoint, device), device=device, **options)
+    return propagator_from_checkpoint(read_checkpoint(checkpoint), checkpoint, device, **options)
 
 
-__all__ = ["RecurrentPropagator", "RecurrentState", "load_propagator", "working_size_multiple_of_32"]
+def propagator_from_checkpoint(
+    content: dict[str, Any], source: str | os.PathLike, device: str = "cpu", **options: Any
+) -> RecurrentPropagator:
+    """A propagator for checked checkpoint ``content``; ``max_side`` (when not given or None) is the one the
+    checkpoint was trained for."""
+    from vidseg.models.checkpoint import model_from_checkpoint, working_side
+
+    if options.get("max_side") is None:
+        options["max_side"] = working_side(content)
+    return RecurrentPropagator(model_from_checkpoint(content, source).to(device), device=device, **options)
+
+
+__all__ = ["RecurrentPropagator", "RecurrentState", "load_propagator", "propagator_from_checkpoint",
+           "working_size_multiple_of_32"]

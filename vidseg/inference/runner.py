@@ -14,8 +14,9 @@ from vidseg.data.own_video import OwnVideo
 from vidseg.errors import VidsegError
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.session import InferenceSession, Propagator
-from vidseg.io.masks import write_mask
+from vidseg.io.masks import read_mask, write_mask
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
+from vidseg.io.state_file import load_state, save_state
 
 
 @dataclass(frozen=True)
@@ -26,35 +27,78 @@ class SegmentResult:
     seconds: float
     mask_dir: Path
     overlay: Path | None
+    resumed_at: int = 0  # frames done by an earlier, interrupted run
 
     @property
     def frames_per_second(self) -> float:
-        return self.num_frames / self.seconds if self.seconds > 0 else float("inf")
+        done = self.num_frames - self.resumed_at
+        return done / self.seconds if self.seconds > 0 else float("inf")
 
     def summary(self) -> str:
+        resumed = f" (resumed at frame {self.resumed_at})" if self.resumed_at else ""
         text = (
-            f"segmented {self.num_frames} frames, {len(self.object_ids)} object(s) with '{self.method}' "
+            f"segmented {self.num_frames} frames{resumed}, {len(self.object_ids)} object(s) with '{self.method}' "
             f"at {self.frames_per_second:.1f} frames/s; masks in {self.mask_dir}"
         )
         return text + (f", overlay {self.overlay}" if self.overlay else "")
 
 
-def _prepare_output(out_dir: Path, frame_names: list[str], overwrite: bool) -> bool:
+RESUME_FILE = ".vidseg-resume.npz"
+
+
+def _prepare_output(out_dir: Path, frame_names: list[str], overwrite: bool, resume: bool) -> bool:
     """Check the output folder; return True when this run creates it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise VidsegError("output path exists and is not a folder", out_dir, "choose a folder path for --out")
     if not out_dir.exists():
         return True
-    ours = {f"{name}.png" for name in frame_names}
+    ours = {f"{name}.png" for name in frame_names} | {RESUME_FILE}
     existing = [p.name for p in out_dir.iterdir()]
     foreign = sorted(name for name in existing if name not in ours)
     if foreign:
         raise VidsegError(
             f"output folder holds other files (e.g. {foreign[0]})", out_dir, "choose an empty or new folder for --out"
         )
-    if existing and not overwrite:
-        raise VidsegError("output folder already holds masks", out_dir, "pass --overwrite or choose a new folder")
+    if existing and not (overwrite or resume):
+        hint = "pass --resume to continue the interrupted run, " if RESUME_FILE in existing else ""
+        raise VidsegError("output folder already holds masks", out_dir, f"{hint}pass --overwrite or choose a new folder")
     return False
+
+
+def _resume_key(video: str | os.PathLike, masks: list[str | os.PathLike], num_frames: int, method: str) -> dict:
+    """What a resume point must match: the same video, masks and method."""
+    return {
+        "video": str(Path(video).resolve()),
+        "masks": [str(Path(m).resolve()) for m in masks],
+        "num_frames": num_frames,
+        "method": method,
+    }
+
+
+def _write_resume_point(out_dir: Path, key: dict, session_state: dict) -> None:
+    save_state(out_dir / RESUME_FILE, {**key, "session": session_state})
+
+
+def _read_resume_point(out_dir: Path, key: dict) -> dict | None:
+    """The saved session of an interrupted run in ``out_dir`` (None when there is none)."""
+    path = out_dir / RESUME_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = load_state(path)
+        if not isinstance(saved, dict) or "session" not in saved:
+            raise ValueError("no saved session")
+    except ValueError as exc:
+        raise VidsegError(f"cannot read the resume point ({exc})", path, "pass --overwrite to start again") from exc
+    for name, value in key.items():
+        if saved.get(name) != value:
+            what = {"video": "video", "masks": "masks", "num_frames": "number of frames", "method": "method"}[name]
+            raise VidsegError(
+                f"the interrupted run used another {what} ({saved.get(name)!r}, now {value!r})",
+                out_dir,
+                "resume with the same video, --mask and --method, or pass --overwrite to start again",
+            )
+    return saved["session"]
 
 
 def segment_video(
@@ -65,22 +109,46 @@ def segment_video(
     overlay: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    resume: bool = False,
+    save_every: int = 100,
 ) -> SegmentResult:
     """Segment ``video`` from the given masks; write one palette PNG per frame into ``out_dir``.
 
     Masks are named after the frame they belong to (a single mask belongs to the first frame; see
     :mod:`vidseg.data.own_video`). Frames before the first mask get empty masks. On an error the
-    files written by this call are removed.
+    files written by this call are removed (a resumed run keeps them and can be resumed again). On Ctrl-C (KeyboardInterrupt) the masks written so far are
+    kept and the session after the last written mask is saved in ``out_dir/.vidseg-resume.npz`` (also
+    every ``save_every`` frames, for harder stops); ``resume=True`` continues from there with the same
+    masks an uninterrupted run writes.
     """
     source = OwnVideo(video, masks)
     reader = source.reader
     propagator = build_propagator(method) if isinstance(method, str) else method
     out_dir = Path(out_dir)
-    created = _prepare_output(out_dir, reader.frame_names, overwrite)
+    created = _prepare_output(out_dir, reader.frame_names, overwrite, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    key = _resume_key(video, masks, len(reader), propagator.name)
     session = InferenceSession(propagator)
+    first = 0
+    if resume:
+        saved = _read_resume_point(out_dir, key)
+        if saved is not None:
+            try:
+                session.load_state_dict(saved)
+            except (ValueError, KeyError, RuntimeError) as exc:
+                raise VidsegError(f"cannot continue the interrupted run ({exc})", out_dir / RESUME_FILE,
+                                  "resume with the same settings, or pass --overwrite to start again") from exc
+            first = session.frame_index + 1
+            missing = [n for n in reader.frame_names[:first] if not (out_dir / f"{n}.png").is_file()]
+            if missing:
+                raise VidsegError(f"mask {missing[0]}.png of a finished frame is missing", out_dir,
+                                  "pass --overwrite to start again")
+        elif all((out_dir / f"{n}.png").is_file() for n in reader.frame_names):
+            raise VidsegError("the run in this folder is already complete", out_dir, "pass --overwrite to redo it")
+    written: list[Path] = []
     start = time.perf_counter()
+    finished = first - 1
+    last_state = session.state_dict() if first else None
     try:
         with contextlib.ExitStack() as stack:
             overlay_writer = (
@@ -95,24 +163,36 @@ def segment_video(
                 dynamic_ncols=True,
             )
             for index, (name, frame) in enumerate(bar):
+                path = out_dir / f"{name}.png"
+                if index < first:  # done before the interruption
+                    if overlay_writer is not None:
+                        overlay_writer.write(overlay_frame(frame, read_mask(path)))
+                    continue
                 prompt = source.prompts.get(index)
                 mask = session.step(frame, None if prompt is None else prompt.mask)
-                path = out_dir / f"{name}.png"
                 write_mask(path, mask)
                 written.append(path)
                 if overlay_writer is not None:
                     overlay_writer.write(overlay_frame(frame, mask))
-    except KeyboardInterrupt:
-        raise  # the masks written so far are complete files: keep them
-    except BaseException:
+                finished, last_state = index, session.state_dict()
+                if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
+                    _write_resume_point(out_dir, key, last_state)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or first:
+            # The masks written so far are complete files: keep them, and save where to continue.
+            if last_state is not None and finished + 1 < len(reader):
+                _write_resume_point(out_dir, key, last_state)
+            raise
         for path in written:
             path.unlink(missing_ok=True)
+        (out_dir / RESUME_FILE).unlink(missing_ok=True)
         if created:
             try:
                 out_dir.rmdir()
             except OSError:
                 pass
         raise
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)
     return SegmentResult(
         method=propagator.name,
         num_frames=len(reader),
@@ -120,4 +200,5 @@ def segment_video(
         seconds=time.perf_counter() - start,
         mask_dir=out_dir,
         overlay=Path(overlay) if overlay else None,
+        resumed_at=first,
     )

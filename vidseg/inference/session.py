@@ -48,6 +48,15 @@ class Propagator(ABC):
         re-initialised from a user mask at this frame.
         """
 
+    def state_dict(self, state: Any) -> dict[str, Any]:
+        """The per-video state as plain tensors and values (for resuming an interrupted run). It may share
+        memory with ``state``: propagators replace their state's entries on commit, never write into them."""
+        raise NotImplementedError(f"method {self.name!r} cannot save its state")
+
+    def load_state_dict(self, saved: dict[str, Any]) -> Any:
+        """Per-video state rebuilt from :meth:`state_dict`."""
+        raise NotImplementedError(f"method {self.name!r} cannot restore its state")
+
 
 def aggregate(probabilities: np.ndarray) -> np.ndarray:
     """Soft aggregation of K independent object probabilities into K+1 exclusive ones.
@@ -113,6 +122,33 @@ class InferenceSession:
         if self.object_ids:
             self.propagator.commit(self.state, working_frame, exclusive[1:], new_objects)
         return self._to_output(exclusive, new_masks, given_ids)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this video after the last :meth:`step` (see
+        :meth:`load_state_dict`); cheap, it shares memory with the live state."""
+        return {
+            "method": self.propagator.name,
+            "frame_index": self.frame_index,
+            "object_ids": list(self.object_ids),
+            "frame_size": None if self.frame_size is None else list(self.frame_size),
+            "working_size": None if self._working_size is None else list(self._working_size),
+            "propagator": self.propagator.state_dict(self.state) if self.object_ids else None,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict` of the same method; the next :meth:`step` is frame
+        ``frame_index + 1``."""
+        if saved["method"] != self.propagator.name:
+            raise ValueError(f"the saved state is of method {saved['method']!r}, not {self.propagator.name!r}")
+        self.frame_index = int(saved["frame_index"])
+        self.object_ids = [int(i) for i in saved["object_ids"]]
+        self.frame_size = None if saved["frame_size"] is None else tuple(saved["frame_size"])
+        self._working_size = None if saved["working_size"] is None else tuple(saved["working_size"])
+        if self.frame_size is not None and self._working_size != self.propagator.working_size(*self.frame_size):
+            raise ValueError(f"the saved state was made at working size {self._working_size}, this method works at "
+                             f"{self.propagator.working_size(*self.frame_size)}")
+        saved_state = saved["propagator"]
+        self.state = self.propagator.new_state() if saved_state is None else self.propagator.load_state_dict(saved_state)
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
         frame = np.asarray(frame)

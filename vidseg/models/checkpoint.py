@@ -16,10 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidseg import __version__
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_path
 
-FORMAT = "vidseg-checkpoint/1"
+_FORMAT_PREFIX = "vidseg-checkpoint/"
+FORMAT = _FORMAT_PREFIX + "1"
+METHODS = ("s2s", "s2s++", "hs2s")
+_TRAINING_ENTRIES = ("optimizer", "scheduler", "scaler", "rng", "progress")
 
 
 def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> Path:
@@ -49,8 +53,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "the file is damaged, incomplete or not a vidseg checkpoint (vidseg only loads plain tensors and "
             "values, never pickled code); use another copy or retrain",
         ) from exc
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
-        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+    found = content.get("format") if isinstance(content, dict) else None
+    if isinstance(found, str) and found.startswith(_FORMAT_PREFIX) and found != FORMAT:
+        raise VidsegError(
+            f"checkpoint format {found!r} is not the one this vidseg {__version__} reads ({FORMAT!r})",
+            path,
+            "use the vidseg version that wrote it, or retrain / re-export it with this version",
+        )
+    if found != FORMAT:
+        found = found if isinstance(content, dict) else type(content).__name__
         raise VidsegError(
             f"not a vidseg checkpoint (format {found!r}, expected {FORMAT!r})",
             path,
@@ -59,14 +70,26 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("model_config", "model"):
         if key not in content:
             raise VidsegError(f"checkpoint has no {key!r} entry", path, "the file is incomplete; use another copy")
+    method = content["model_config"].get("method") if isinstance(content["model_config"], dict) else None
+    if method not in METHODS:
+        raise VidsegError(
+            f"checkpoint holds an unknown method {method!r}",
+            path,
+            f"this vidseg {__version__} runs {', '.join(METHODS)}; use the version that wrote the file",
+        )
     return content
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Build the network a checkpoint describes and load its weights (in eval mode)."""
+    return model_from_checkpoint(read_checkpoint(path), path).to(device).eval()
+
+
+def model_from_checkpoint(content: dict[str, Any], source: str | os.PathLike) -> nn.Module:
+    """The float32 network of checked checkpoint ``content`` (from :func:`read_checkpoint`; ``source`` names
+    the file in errors). Half-precision weights are converted on loading."""
     from vidseg.models.s2s import build_model
 
-    content = read_checkpoint(path)
     config = dict(content["model_config"])
     config["backbone_weights"] = None  # the checkpoint holds the trained weights already
     try:
@@ -74,8 +97,39 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
         model.load_state_dict(content["model"])
     except (ValueError, RuntimeError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200]
-        raise VidsegError(f"checkpoint does not match its model config ({reason})", path, "use another copy or retrain") from exc
-    return model.to(device).eval()
+        raise VidsegError(f"checkpoint does not match its model config ({reason})", source, "use another copy or retrain") from exc
+    return model.eval()
 
 
-__all__ = ["FORMAT", "load_model", "read_checkpoint", "save_checkpoint"]
+def working_side(content: dict[str, Any], fallback: int = 448) -> int:
+    """The longer side a checkpoint's network should run at: its ``meta`` ``max_side`` when set, else the
+    longer side of its training frames, else ``fallback``."""
+    side = content.get("meta", {}).get("max_side")
+    if side is None:
+        size = content.get("train_config", {}).get("data", {}).get("size")
+        side = max(size) if size else fallback
+    return int(side)
+
+
+def export_weights(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    dtype: torch.dtype = torch.float16,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write an inference-only copy of a checkpoint: the weights (floating tensors cast to ``dtype``), the
+    model and training configs, and ``meta`` merged into the source's meta (``max_side`` defaults to the
+    training frames' longer side); optimizer state and training progress are dropped."""
+    content = read_checkpoint(source)
+    weights = {
+        name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in content["model"].items()
+    }
+    merged = {**content.get("meta", {}), "vidseg_version": __version__, "max_side": working_side(content), **(meta or {})}
+    if "progress" in content:
+        merged.setdefault("trained_steps", int(content["progress"].get("step", 0)))
+    kept = {key: value for key, value in content.items() if key not in (*_TRAINING_ENTRIES, "format", "meta")}
+    return save_checkpoint(destination, {**kept, "model": weights, "meta": merged})
+
+
+__all__ = ["FORMAT", "METHODS", "export_weights", "load_model", "model_from_checkpoint", "read_checkpoint",
+           "save_checkpoint", "working_side"]

@@ -39,7 +39,7 @@ def online_finetune(
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in tuned.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    frame_t = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
+    frame_t = torch.from_numpy(np.array(frame)).permute(2, 0, 1)  # a copy: frames may be read-only
     mask_t = torch.from_numpy(np.ascontiguousarray(mask))
     for _ in range(steps):
         pairs = first_frame_affine_pairs(frame_t, mask_t, batch_size, generator)
