@@ -9,18 +9,21 @@ from vidseg.data.youtube_vos import YouTubeVOSIndex
 from vidseg.inference.runner import segment_video
 
 
-def test_demo_runs_quickly_and_prints_scores(tmp_path, capsys):
+def test_demo_runs_the_bundled_model_quickly_and_prints_scores(tmp_path, capsys):
     start = time.perf_counter()
     assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "20"]) == 0
     assert time.perf_counter() - start < 60
     out = capsys.readouterr().out
-    assert "method:  flow" in out and "J&F" in out
-    score = float(out.split("J&F ")[1].split()[0])
-    assert 0.0 < score <= 1.0
-    assert len(list((tmp_path / "demo" / "masks").glob("*.png"))) == 20
-    assert (tmp_path / "demo" / "overlay.mp4").stat().st_size > 0
+    for case in ("synthetic", "scene"):
+        assert f"[{case}] method:  s2s++" in out  # the bundled network
+        score = float(out.split(f"[{case}] score:   J&F ")[1].split()[0])
+        flow = float(out.split(f"[{case}] score:")[1].split("(flow: J&F ")[1].split(")")[0])
+        assert 0.0 < score <= 1.0 and 0.0 < flow <= 1.0
+        assert len(list((tmp_path / "demo" / case / "masks").glob("*.png"))) == 20
+        assert (tmp_path / "demo" / case / "overlay.mp4").stat().st_size > 0
     # a second run replaces its own output
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "20"]) == 0
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--frames", "20", "--case", "scene", "--method", "flow"]) == 0
+    assert "[scene] method:  flow" in capsys.readouterr().out
 
 
 def test_segment_then_eval_on_real_davis(tmp_path, davis_240p, capsys):

@@ -43,7 +43,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from vidseg.errors import VidsegError
     from vidseg.evaluation import evaluate
-    from vidseg.evaluation.report import format_global_table, format_sequence_table, write_report
+    from vidseg.evaluation.report import (
+        format_global_table,
+        format_sequence_table,
+        write_report,
+    )
 
     if args.jobs < 1:
         raise VidsegError(f"--jobs must be at least 1, got {args.jobs}")

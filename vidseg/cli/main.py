@@ -9,7 +9,7 @@ import sys
 from vidseg import __version__
 from vidseg.errors import VidsegError
 
-SUBCOMMAND_MODULES = ("segment", "data", "demo", "eval", "train", "bench")
+SUBCOMMAND_MODULES = ("segment", "demo", "data", "eval", "train", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,9 +45,10 @@ Item (a dict; batch it with :func:`collate_clips`):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +56,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from vidseg.data.sequence import VideoSequence
-from vidseg.data.transforms import AugmentConfig, ClipAugment, normalize as imagenet_normalize
+from vidseg.data.transforms import AugmentConfig, ClipAugment
+from vidseg.data.transforms import normalize as imagenet_normalize
 from vidseg.errors import VidsegError
 from vidseg.io.masks import VOID_ID, read_mask
 
@@ -596,10 +598,10 @@ def _pad_time(x: torch.Tensor, length: int, fill) -> torch.Tensor:
 
 
 __all__ = [
+    "OBJECT_MODES",
     "ClipDataset",
-    "ConcatClipDataset",
     "ClipSampler",
+    "ConcatClipDataset",
     "collate_clips",
     "item_rng",
-    "OBJECT_MODES",
 ]

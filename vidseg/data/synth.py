@@ -376,7 +376,16 @@ class _Event:
     ramps down until end; hidden_start/hidden_end is the run of frames in which the plan hides the object."""
 
     __slots__ = (
-        "kind", "start", "plateau_start", "plateau_end", "end", "hidden_start", "hidden_end", "occluder", "target", "jitter"
+        "end",
+        "hidden_end",
+        "hidden_start",
+        "jitter",
+        "kind",
+        "occluder",
+        "plateau_end",
+        "plateau_start",
+        "start",
+        "target"
     )  # fmt: skip
 
     def __init__(self, kind, start, plateau_start, plateau_end, end, occluder=None, target=None, jitter=None):

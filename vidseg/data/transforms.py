@@ -83,12 +83,12 @@ class AugmentConfig:
     mask_fill: int = VOID_ID
 
     @classmethod
-    def none(cls) -> "AugmentConfig":
+    def none(cls) -> AugmentConfig:
         """Resize only: no crop, flip, affine or colour change."""
         return cls(crop=False, hflip=0.0, affine=AffineRange(), frame_jitter=None, brightness=0.0, contrast=0.0,
                    saturation=0.0, hue=0.0)
 
-    def geometric_only(self) -> "AugmentConfig":
+    def geometric_only(self) -> AugmentConfig:
         return replace(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 
 
@@ -99,13 +99,13 @@ class AffineParams(NamedTuple):
     shear: tuple[float, float]
 
     @staticmethod
-    def identity() -> "AffineParams":
+    def identity() -> AffineParams:
         return AffineParams(0.0, (0.0, 0.0), 1.0, (0.0, 0.0))
 
     def is_identity(self) -> bool:
         return self == AffineParams.identity()
 
-    def compose(self, other: "AffineParams") -> "AffineParams":
+    def compose(self, other: AffineParams) -> AffineParams:
         """Parameters of this transform plus a small ``other`` one (angles/shifts/shears add, scales multiply)."""
         return AffineParams(
             self.angle + other.angle,
@@ -125,7 +125,7 @@ class ClipParams:
     frame_affine: tuple[AffineParams, ...]  # one per frame (the clip's affine composed with the jitter)
     colour: tuple[tuple[str, float], ...]  # (operation, factor) in the order applied
 
-    def without_geometry(self) -> "ClipParams":
+    def without_geometry(self) -> ClipParams:
         return replace(self, crop=None, flip=False, frame_affine=tuple(AffineParams.identity() for _ in self.frame_affine))
 
 

@@ -11,7 +11,15 @@ or on arrays without files: ``evaluate_sequence_arrays(gt, pred, task="semi-supe
 """
 
 from vidseg.evaluation.analyses import length_analysis, occlusion_analysis, run_analyses
-from vidseg.evaluation.metrics import boundary_radius, decay_bin_edges, disk, f_measure, jaccard, seg2bmap, statistics
+from vidseg.evaluation.metrics import (
+    boundary_radius,
+    decay_bin_edges,
+    disk,
+    f_measure,
+    jaccard,
+    seg2bmap,
+    statistics,
+)
 from vidseg.evaluation.protocols import (
     DATASETS,
     GLOBAL_KEYS,
@@ -25,7 +33,11 @@ from vidseg.evaluation.protocols import (
     evaluate_sequence_arrays,
     global_metrics,
 )
-from vidseg.evaluation.report import format_global_table, format_sequence_table, write_report
+from vidseg.evaluation.report import (
+    format_global_table,
+    format_sequence_table,
+    write_report,
+)
 
 __all__ = [
     "DATASETS",

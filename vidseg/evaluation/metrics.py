@@ -151,7 +151,7 @@ class Boundary:
     radius and clipped to the frame, at ``(dy, dx)``. An empty boundary has ``count == 0``.
     """
 
-    __slots__ = ("count", "bmap", "by", "bx", "radius", "frame", "dy", "dx", "ey", "ex", "_dilated")
+    __slots__ = ("_dilated", "bmap", "bx", "by", "count", "dx", "dy", "ex", "ey", "frame", "radius")
 
     def __init__(self, count: int = 0, bmap: np.ndarray | None = None, by: int = 0, bx: int = 0,
                  radius: int = 0, frame: tuple[int, int] = (0, 0)):

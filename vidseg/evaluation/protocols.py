@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
 from collections import deque
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +44,13 @@ from pathlib import Path
 import numpy as np
 
 from vidseg.errors import VidsegError
-from vidseg.evaluation.metrics import BOUND_TH, VOID_ID, boundary_radius, score_frame, statistics
+from vidseg.evaluation.metrics import (
+    BOUND_TH,
+    VOID_ID,
+    boundary_radius,
+    score_frame,
+    statistics,
+)
 from vidseg.io.masks import read_mask
 
 TASKS = ("semi-supervised", "unsupervised")
@@ -58,13 +64,13 @@ YTVOS_KEYS = ("Overall", "J-Seen", "J-Unseen", "F-Seen", "F-Unseen")
 
 __all__ = [
     "DATASETS",
-    "EvaluationResult",
     "GLOBAL_KEYS",
     "MAX_PROPOSALS",
-    "ObjectResult",
-    "SequenceResult",
     "STAT_KEYS",
     "TASKS",
+    "EvaluationResult",
+    "ObjectResult",
+    "SequenceResult",
     "evaluate",
     "evaluate_sequence_arrays",
     "global_metrics",
@@ -461,7 +467,7 @@ class SequenceJob:
         """Positions (in ``frames``) of the frames that are scored, hence need a result PNG."""
         n = len(self.frames)
         if self.objects is None:
-            return range(1, n - 1) if self.task == "semi-supervised" else range(0, n)
+            return range(1, n - 1) if self.task == "semi-supervised" else range(n)
         if not self.objects:
             return range(0)
         return range(min(o[1] for o in self.objects), max(o[2] for o in self.objects))

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.evaluation.protocols import GLOBAL_KEYS, STAT_KEYS, YTVOS_KEYS, EvaluationResult
+from vidseg.evaluation.protocols import (
+    GLOBAL_KEYS,
+    STAT_KEYS,
+    YTVOS_KEYS,
+    EvaluationResult,
+)
 from vidseg.io.atomic import atomic_path, atomic_write_text
 
 __all__ = [

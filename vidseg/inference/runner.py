@@ -46,6 +46,13 @@ class SegmentResult:
 RESUME_FILE = ".vidseg-resume.npz"
 
 
+def _atomic_target(temporary_name: str) -> str:
+    """The file a temporary file of :func:`vidseg.io.atomic.atomic_path` was for:
+    ``.00012.k3j_x.tmp.png`` -> ``00012.png``."""
+    stem = temporary_name[1:].split(".tmp.")[0].rsplit(".", 1)[0]
+    return f"{stem}.{temporary_name.rsplit('.', 1)[-1]}"
+
+
 def _prepare_output(out_dir: Path, frame_names: list[str], overwrite: bool, resume: bool) -> bool:
     """Check the output folder; return True when this run creates it."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -53,6 +60,10 @@ def _prepare_output(out_dir: Path, frame_names: list[str], overwrite: bool, resu
     if not out_dir.exists():
         return True
     ours = {f"{name}.png" for name in frame_names} | {RESUME_FILE}
+    if overwrite or resume:  # temporary files of a run killed while writing
+        for path in out_dir.glob(".*.tmp.*"):
+            if _atomic_target(path.name) in ours:
+                path.unlink()
     existing = [p.name for p in out_dir.iterdir()]
     foreign = sorted(name for name in existing if name not in ours)
     if foreign:

@@ -9,6 +9,7 @@ Layout (``format`` = ``"vidseg-checkpoint/1"``)::
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,8 @@ def export_weights(
 ) -> Path:
     """Write an inference-only copy of a checkpoint: the weights (floating tensors cast to ``dtype``), the
     model and training configs, and ``meta`` merged into the source's meta (``max_side`` defaults to the
-    training frames' longer side); optimizer state and training progress are dropped."""
+    training frames' longer side); optimizer state and training progress are dropped. The merged meta (the
+    model card) is also written beside it as JSON (``destination`` with the suffix ``.json``)."""
     content = read_checkpoint(source)
     weights = {
         name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in content["model"].items()
@@ -128,7 +130,10 @@ def export_weights(
     if "progress" in content:
         merged.setdefault("trained_steps", int(content["progress"].get("step", 0)))
     kept = {key: value for key, value in content.items() if key not in (*_TRAINING_ENTRIES, "format", "meta")}
-    return save_checkpoint(destination, {**kept, "model": weights, "meta": merged})
+    path = save_checkpoint(destination, {**kept, "model": weights, "meta": merged})
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 __all__ = ["FORMAT", "METHODS", "export_weights", "load_model", "model_from_checkpoint", "read_checkpoint",

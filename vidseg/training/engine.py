@@ -320,7 +320,7 @@ class Trainer:
                 self.best_metric, self.best_step = metrics["J&F"], self.step
                 save_checkpoint(self.out_dir / "best.pt", {
                     "model_config": self.config.model.to_dict(), "model": self.model.state_dict(),
-                    "meta": {"step": self.step, **metrics},
+                    "meta": {"step": self.step, "max_side": self.val_side, **metrics},  # max_side: size it was validated at
                 })
         self._barrier()
         return metrics

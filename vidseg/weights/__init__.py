@@ -10,7 +10,7 @@ is the long form. Importing this module does not import torch.
 from __future__ import annotations
 
 import json
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
