@@ -157,7 +157,7 @@ def make_settings(
         methods=list(methods) if methods else runnable,
         sizes=[parse_size(s) for s in sizes] if sizes else [(256, 448), (480, 854)] if full else [(128, 224)],
         objects=list(objects) if objects else [1, 3],
-        frames=frames if frames is not None else 10 if full else 3,
+        frames=frames if frames is not None else 30 if full else 3,
         warmup=warmup if warmup is not None else 2 if full else 1,
         lengths=sorted(set(lengths)) if lengths else [200, 1000, 2000] if full else [20, 40],
         memory_size=(480, 854) if full else (128, 224),
@@ -534,6 +534,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{', '.join(str(r['length']) for r in memory['rows'])}, one fresh process each"),
         "* evaluator: 1 job, one fresh process per task",
         "* peak RSS = the measured process's `VmHWM`",
+        *([] if settings["device"] != "cpu" else [
+            ("* GPU: not measured in this run; on a GPU machine `vidseg bench --device cuda --dtype bfloat16 "
+             "--compile` adds those figures")]),
+        "* what the methods score: `s2s++` is the bundled model (docs/model_card.md), `flow` needs no weights",
         "",
         "## Seconds per frame",
         "",

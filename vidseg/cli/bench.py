@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="methods to time (default: every method that builds without a checkpoint)")
     parser.add_argument("--sizes", nargs="+", metavar="HxW", help="input frame sizes (default: 256x448 480x854)")
     parser.add_argument("--objects", type=int, nargs="+", metavar="N", help="numbers of objects (default: 1 3)")
-    parser.add_argument("--frames", type=int, metavar="N", help="timed frames per configuration (default: 10)")
+    parser.add_argument("--frames", type=int, metavar="N", help="timed frames per configuration (default: 30)")
     parser.add_argument("--warmup", type=int, metavar="N", help="untimed frames before them (default: 2)")
     parser.add_argument("--lengths", type=int, nargs="+", metavar="N",
                         help="video lengths of the segment memory test (default: 200 1000 2000)")
