@@ -76,7 +76,7 @@ def test_the_default_is_the_better_of_the_bundled_network_and_flow(weights_dir):
     weights._card.cache_clear()
     write_bundle(weights_dir, jf=0.2, flow_jf=0.4)
     choice = choose_default_method()
-    assert choice.name == "flow" and "beats the bundled s2s++" in choice.reason
+    assert choice.name == "flow" and "beats the bundled s2s++: J&F 0.400 vs 0.200 on test videos" in choice.reason
 
 
 def test_segment_says_which_method_it_chose(weights_dir, square_clip, tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_segment_says_which_method_it_chose(weights_dir, square_clip, tmp_path, 
     write_bundle(weights_dir, jf=0.6, flow_jf=0.4)
     assert main(["segment", str(frame_dir), "--mask", str(first), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "method: s2s++ (bundled weights, held-out J&F 0.600 vs flow 0.400" in captured.err
+    assert "method: s2s++ -- bundled weights; held-out J&F 0.600 vs flow 0.400 on test videos" in captured.err
     assert "with 's2s++'" in captured.out
 
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if method is None and not args.checkpoint:
         choice = choose_default_method()
         method = choice.name
-        print(f"method: {choice.name} ({choice.reason}; choose another with --method)", file=sys.stderr)
+        print(f"method: {choice.name} -- {choice.reason}; choose another with --method", file=sys.stderr)
     if args.checkpoint and method == "flow":
         raise VidsegError("--checkpoint only applies to hs2s / s2s++ / s2s", fix="drop it or choose a network method")
     if method is not None and method not in RECURRENT_METHODS:

@@ -93,11 +93,13 @@ def choose_default_method() -> MethodChoice:
         score, flow_score = heldout.get("J&F"), heldout.get("flow J&F")
         if score is None or flow_score is None:
             continue
-        versus = f"held-out J&F {score:.3f} vs flow {flow_score:.3f} on {heldout.get('videos', 'its held-out videos')}"
+        videos = heldout.get("videos", "its held-out videos")
         if score > flow_score and score > best_score:
-            best, best_score = MethodChoice(method, f"bundled weights, {versus}"), score
+            reason = f"bundled weights; held-out J&F {score:.3f} vs flow {flow_score:.3f} on {videos}"
+            best, best_score = MethodChoice(method, reason), score
         elif best_score == float("-inf"):
-            best = MethodChoice("flow", f"beats the bundled {method} ({versus})")
+            reason = f"beats the bundled {method}: J&F {flow_score:.3f} vs {score:.3f} on {videos}"
+            best = MethodChoice("flow", reason)
     return best
 
 
