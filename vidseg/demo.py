@@ -41,8 +41,8 @@ class DemoCase:
                 f"[{self.name}] method:  {seg.method} ({seg.frames_per_second:.1f} frames/s)",
                 f"[{self.name}] masks:   {seg.mask_dir}",
                 f"[{self.name}] overlay: {seg.overlay}",
-                f"[{self.name}] score:   J&F {self.scores['J&F-Mean']:.3f}  J {self.scores['J-Mean']:.3f}  "
-                f"F {self.scores['F-Mean']:.3f}{versus}",
+                (f"[{self.name}] score:   J&F {self.scores['J&F-Mean']:.3f}  J {self.scores['J-Mean']:.3f}  "
+                 f"F {self.scores['F-Mean']:.3f}{versus}"),
             ]
         )
 
