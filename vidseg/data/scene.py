@@ -522,15 +522,7 @@ class SceneClip:
         shade = 0.4 + 0.95 * np.clip(lambert, 0, None)
         far_only = far.astype(np.float32) / 255.0 * (1.0 - near.astype(np.float32) / 255.0)
         shade *= 1.0 - 0.35 * far_only
-        colour = fur.astype(np.float32) * shade[..., None]
-        blend = alpha
-        if kernel is not None:
-            colour = cv2.filter2D(colour, -1, kernel, borderType=cv2.BORDER_REPLICATE)
-            blend = cv2.filter2D(alpha, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-        a = (blend.astype(np.float32) / 255.0)[..., None]
-        roi = frame[y0:y1, x0:x1]
-        roi *= 1.0 - a
-        roi += colour * a
+        _composite(frame[y0:y1, x0:x1], fur.astype(np.float32) * shade[..., None], alpha, kernel)
         mask[y0:y1, x0:x1][alpha >= 128] = 1
 
     def _trunk_column(self, cam: _Camera) -> float:
@@ -560,15 +552,7 @@ class SceneClip:
         alpha = np.zeros((y1 - y0, x1 - x0), np.uint8)
         cv2.fillPoly(alpha, [np.round((image_corners - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
         bark = cv2.warpAffine(self._bark, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        colour = bark.astype(np.float32)
-        blend = alpha
-        if kernel is not None:
-            colour = cv2.filter2D(colour, -1, kernel, borderType=cv2.BORDER_REPLICATE)
-            blend = cv2.filter2D(alpha, -1, kernel, borderType=cv2.BORDER_CONSTANT)
-        a = (blend.astype(np.float32) / 255.0)[..., None]
-        roi = frame[y0:y1, x0:x1]
-        roi *= 1.0 - a
-        roi += colour * a
+        _composite(frame[y0:y1, x0:x1], bark.astype(np.float32), alpha, kernel)
         mask[y0:y1, x0:x1][alpha >= 128] = 0
 
     # ---- frames ----------------------------------------------------------------------------------
@@ -605,6 +589,17 @@ class SceneClip:
         noise = np.random.default_rng([self.config.seed, t]).standard_normal((h, w, 3), dtype=np.float32)
         frame = frame * self._vignette + 2.2 * noise
         return np.clip(frame + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def _composite(region: np.ndarray, colour: np.ndarray, alpha: np.ndarray, kernel: np.ndarray | None) -> None:
+    """Blend ``colour`` over the float32 ``region`` in place with ``alpha`` (uint8), both motion-blurred along
+    ``kernel`` when given (the mask stays the unblurred ``alpha``)."""
+    if kernel is not None:
+        colour = cv2.filter2D(colour, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+        alpha = cv2.filter2D(alpha, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    weight = (alpha.astype(np.float32) / 255.0)[..., None]
+    region *= 1.0 - weight
+    region += colour * weight
 
 
 def make_scene_clip(
