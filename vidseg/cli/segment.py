@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="working resolution of the networks' longer side (default: the size they were trained at)")
     parser.add_argument("--online-steps", type=int, default=0, metavar="N",
                         help="S2S-OL: fine-tune N steps on the first frame before segmenting (slower, often better)")
+    parser.add_argument("--online-lr", type=float, default=1e-5, metavar="LR",
+                        help="learning rate of --online-steps (default: 1e-5)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
     parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4 or .avi)")
     parser.add_argument("--overwrite", action="store_true", help="replace masks from an earlier run in --out")
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         propagator = build_propagator(method)
     else:
         propagator = network_propagator(args.checkpoint, method, device=args.device, dtype=args.dtype,
-                                        max_side=args.max_side, online_steps=args.online_steps)
+                                        max_side=args.max_side, online_steps=args.online_steps,
+                                        online_lr=args.online_lr)
     result = segment_video(
         args.video,
         args.mask,
