@@ -112,6 +112,27 @@ def _read_resume_point(out_dir: Path, key: dict) -> dict | None:
     return saved["session"]
 
 
+def _resume_session(session: InferenceSession, out_dir: Path, key: dict, frame_names: list[str]) -> int:
+    """Load the interrupted run's session into ``session``; return the first frame still to do (0 when the
+    run never saved one)."""
+    saved = _read_resume_point(out_dir, key)
+    if saved is None:
+        if all((out_dir / f"{n}.png").is_file() for n in frame_names):
+            raise VidsegError("the run in this folder is already complete", out_dir, "pass --overwrite to redo it")
+        return 0
+    try:
+        session.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise VidsegError(f"cannot continue the interrupted run ({exc})", out_dir / RESUME_FILE,
+                          "resume with the same settings, or pass --overwrite to start again") from exc
+    first = session.frame_index + 1
+    missing = [n for n in frame_names[:first] if not (out_dir / f"{n}.png").is_file()]
+    if missing:
+        raise VidsegError(f"mask {missing[0]}.png of a finished frame is missing", out_dir,
+                          "pass --overwrite to start again")
+    return first
+
+
 def segment_video(
     video: str | os.PathLike,
     masks: list[str | os.PathLike],
@@ -127,10 +148,10 @@ def segment_video(
 
     Masks are named after the frame they belong to (a single mask belongs to the first frame; see
     :mod:`vidseg.data.own_video`). Frames before the first mask get empty masks. On an error the
-    files written by this call are removed (a resumed run keeps them and can be resumed again). On Ctrl-C (KeyboardInterrupt) the masks written so far are
-    kept and the session after the last written mask is saved in ``out_dir/.vidseg-resume.npz`` (also
-    every ``save_every`` frames, for harder stops); ``resume=True`` continues from there with the same
-    masks an uninterrupted run writes.
+    files written by this call are removed (a resumed run keeps them and can be resumed again). On
+    Ctrl-C (KeyboardInterrupt) the masks written so far are kept and the session after the last written
+    mask is saved in ``out_dir/.vidseg-resume.npz`` (also every ``save_every`` frames, for harder stops);
+    ``resume=True`` continues from there with the same masks an uninterrupted run writes.
     """
     source = OwnVideo(video, masks)
     reader = source.reader
@@ -140,22 +161,7 @@ def segment_video(
     out_dir.mkdir(parents=True, exist_ok=True)
     key = _resume_key(video, masks, len(reader), propagator.name)
     session = InferenceSession(propagator)
-    first = 0
-    if resume:
-        saved = _read_resume_point(out_dir, key)
-        if saved is not None:
-            try:
-                session.load_state_dict(saved)
-            except (ValueError, KeyError, RuntimeError) as exc:
-                raise VidsegError(f"cannot continue the interrupted run ({exc})", out_dir / RESUME_FILE,
-                                  "resume with the same settings, or pass --overwrite to start again") from exc
-            first = session.frame_index + 1
-            missing = [n for n in reader.frame_names[:first] if not (out_dir / f"{n}.png").is_file()]
-            if missing:
-                raise VidsegError(f"mask {missing[0]}.png of a finished frame is missing", out_dir,
-                                  "pass --overwrite to start again")
-        elif all((out_dir / f"{n}.png").is_file() for n in reader.frame_names):
-            raise VidsegError("the run in this folder is already complete", out_dir, "pass --overwrite to redo it")
+    first = _resume_session(session, out_dir, key, reader.frame_names) if resume else 0
     written: list[Path] = []
     start = time.perf_counter()
     finished = first - 1
