@@ -59,6 +59,7 @@ def main() -> None:
     print(format_machine_info())
     checkpoint = args.run / args.checkpoint
     config = yaml.safe_load((args.run / "config.yaml").read_text())
+    selected = read_checkpoint(checkpoint)
     last = read_checkpoint(args.run / "last.pt")
     log = (args.run / "log.csv").read_text().splitlines()
     train_minutes = ((args.run / "last.pt").stat().st_mtime - (args.run / "config.yaml").stat().st_mtime) / 60
@@ -69,14 +70,14 @@ def main() -> None:
     synth = build_index(SourceConfig(**SYNTH_VAL))
     card = {
         "name": args.out.stem,
-        "method": read_checkpoint(checkpoint)["model_config"]["method"],
+        "method": selected["model_config"]["method"],
         "trained_on": ("21 DAVIS-2016 training videos at 240p (" + ", ".join(config["data"]["train"][0]["sequences"])
                        + ") and 40 synthetic videos (vidseg synth, seed 0), from scratch (no pretrained backbone)"),
         "licence": LICENCE,
         "command": "VIDSEG_SHARED=../shared vidseg train configs/cpu/bundled.yaml",
         "bundle_command": "python benchmarks/bundle_model.py --run runs/bundled --shared ../shared",
         "train_steps": int(last["progress"]["step"]),
-        "selected_step": int(read_checkpoint(checkpoint).get("meta", {}).get("step", last["progress"]["step"])),
+        "selected_step": int(selected.get("meta", {}).get("step", last["progress"]["step"])),
         "train_minutes": round(train_minutes, 1),
         "train_machine": format_machine_info().splitlines()[0],
         "final_train_loss": float(log[-1].split(",")[3]),

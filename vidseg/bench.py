@@ -64,7 +64,6 @@ ANCHORS: dict[str, Any] = {
     },
 }
 
-_SIZE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 _DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -106,10 +105,15 @@ def size_name(size: tuple[int, int]) -> str:
 
 def parse_size(text: str) -> tuple[int, int]:
     """``"256x448"`` -> ``(256, 448)`` (height, width)."""
-    match = _SIZE.match(text)
-    if not match or min(int(match[1]), int(match[2])) < 32:
+    from vidseg.io.video import parse_frame_size
+
+    try:
+        size = parse_frame_size(text)
+    except ValueError:
+        size = (0, 0)
+    if min(size) < 32:
         raise VidsegError(f"malformed frame size {text!r}", fix="write HEIGHTxWIDTH with sides >= 32, e.g. 256x448")
-    return int(match[1]), int(match[2])
+    return size
 
 
 def default_conformance_dir() -> Path:

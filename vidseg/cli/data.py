@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from vidseg.errors import VidsegError
 
 LAYOUTS = ("davis", "youtube-vos", "video")
 DEFAULT_SEQUENCES = {"davis": 4, "youtube-vos": 5, "video": 1}
-_NAMED_SIZES = {"480p": (480, 854), "240p": (240, 427), "360p": (360, 640), "720p": (720, 1280)}
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="dataset tools (synthetic benchmark, ...)", description=__doc__)
     parser.set_defaults(func=lambda args: _print_help(parser))
@@ -50,14 +46,13 @@ def _print_help(parser: argparse.ArgumentParser) -> int:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"256x448"`` -> (256, 448); also ``480p`` (480x854) and friends."""
-    key = text.strip().lower()
-    if key in _NAMED_SIZES:
-        return _NAMED_SIZES[key]
-    match = re.fullmatch(r"(\d+)\s*[x,]\s*(\d+)", key)
-    if not match:
-        raise VidsegError(f"--size {text!r} is not HxW", fix="write it as e.g. 256x448 or 480p")
-    return int(match.group(1)), int(match.group(2))
+    """``--size``: ``"256x448"`` -> (256, 448); also ``480p`` (480x854) and friends."""
+    from vidseg.io.video import parse_frame_size
+
+    try:
+        return parse_frame_size(text)
+    except ValueError:
+        raise VidsegError(f"--size {text!r} is not HxW", fix="write it as e.g. 256x448 or 480p") from None
 
 
 def run_synth(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Frames are decoded one at a time as RGB uint8 arrays, so memory does not depend 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,20 @@ from vidseg.errors import VidsegError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_FOLDER_FPS = 24.0
+
+
+NAMED_SIZES = {"480p": (480, 854), "240p": (240, 427), "360p": (360, 640), "720p": (720, 1280)}
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``"256x448"`` -> (256, 448) (height, width); also ``480p`` (480x854) and friends. Raises ``ValueError``."""
+    key = text.strip().lower()
+    if key in NAMED_SIZES:
+        return NAMED_SIZES[key]
+    match = re.fullmatch(r"(\d+)\s*[x,]\s*(\d+)", key)
+    if not match:
+        raise ValueError(f"{text!r} is not HxW")
+    return int(match.group(1)), int(match.group(2))
 
 
 class VideoReader:
