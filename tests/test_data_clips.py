@@ -26,7 +26,8 @@ from vidseg.data.transforms import (
 )
 from vidseg.data.youtube_vos import YouTubeVOSIndex
 from vidseg.errors import VidsegError
-from vidseg.io.masks import VOID_ID, write_mask
+from vidseg.constants import VOID_ID
+from vidseg.io.masks import write_mask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS16 = SHARED / "data" / "davis2016-train-240p"

@@ -12,7 +12,8 @@ from PIL import Image
 from vidseg.data.davis import DavisIndex
 from vidseg.data.youtube_vos import YouTubeVOSIndex, split_train_videos
 from vidseg.errors import VidsegError
-from vidseg.io.masks import VOID_ID, write_mask
+from vidseg.constants import VOID_ID
+from vidseg.io.masks import write_mask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS16 = SHARED / "data" / "davis2016-train-240p"

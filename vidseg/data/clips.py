@@ -59,7 +59,8 @@ from vidseg.data.sequence import VideoSequence
 from vidseg.data.transforms import AugmentConfig, ClipAugment
 from vidseg.data.transforms import normalize as imagenet_normalize
 from vidseg.errors import VidsegError
-from vidseg.io.masks import VOID_ID, read_mask
+from vidseg.constants import VOID_ID
+from vidseg.io.masks import read_mask
 
 OBJECT_MODES = ("one", "all")
 _TAG_ITEM, _TAG_ORDER, _TAG_MIX = 0x1717, 0x2828, 0x3939

@@ -14,7 +14,8 @@ import numpy as np
 
 from vidseg.data.sequence import ObjectInfo, VideoSequence, sequence_files
 from vidseg.errors import VidsegError
-from vidseg.io.masks import VOID_ID, object_ids, read_mask
+from vidseg.constants import VOID_ID
+from vidseg.io.masks import object_ids, read_mask
 
 TASKS = ("semi-supervised", "unsupervised")
 

@@ -30,10 +30,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from vidseg.io.masks import VOID_ID
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD, VOID_ID
 
 
 @dataclass(frozen=True)

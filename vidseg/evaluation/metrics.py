@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-VOID_ID = 255
+from vidseg.constants import VOID_ID
 BOUND_TH = 0.008
 N_DECAY_BINS = 4
 

@@ -14,7 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vidseg.io.masks import VOID_ID, object_ids
+from vidseg.constants import VOID_ID
+from vidseg.io.masks import object_ids
 
 _EPS = 1e-6
 

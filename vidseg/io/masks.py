@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vidseg.constants import VOID_ID
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_path
-
-VOID_ID = 255
-MAX_OBJECT_ID = 254
 
 
 def _pascal_palette() -> np.ndarray:

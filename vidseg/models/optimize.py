@@ -84,7 +84,7 @@ def load_for_inference(
     there, and the tensors of ``state_dict`` are taken over as they are (``assign``, no copy). So a bfloat16
     HS2S never holds its 1.5 GB of float32 weights: peak memory is the state dict plus activations.
     """
-    from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD
     from vidseg.models.s2s import build_model
 
     with torch.device("meta"):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from vidseg.models.backbones import build_backbone
 from vidseg.models.blocks import (
     ConvLSTMCell,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vidseg.data.transforms import first_frame_affine_pairs
-from vidseg.io.masks import VOID_ID
+from vidseg.constants import VOID_ID
 from vidseg.training.losses import segmentation_loss
 from vidseg.training.unroll import LossConfig
 
