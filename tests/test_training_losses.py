@@ -1,4 +1,4 @@
-"""Losses of vidseg.training.losses against hand-computed values."""
+"""Losses of vidseg.models.losses against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseg.training.losses import (
+from vidseg.models.losses import (
     IGNORE_INDEX,
     balanced_bce,
     border_classes,

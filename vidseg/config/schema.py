@@ -1,5 +1,6 @@
-"""The training config file: YAML with ``model:`` (:class:`~vidseg.models.s2s.S2SConfig` fields), ``data:``
-(:class:`DataConfig`) and ``train:`` (:class:`TrainConfig`) sections.
+"""The training config file: YAML with ``model:`` (``method:`` plus the fields of that method's config
+class, declared in :mod:`vidseg.registry`), ``data:`` (:class:`DataConfig`) and ``train:`` (:class:`TrainConfig`)
+sections.
 
 Command-line overrides ``key.sub=value`` (the value parsed as YAML, so ``[1, 3]`` is a list) are applied
 before validation; ``data.train.0.root=...`` indexes lists. Unknown keys and bad values raise
@@ -21,8 +22,7 @@ from typing import Any
 import yaml
 
 from vidseg.errors import VidsegError
-from vidseg.models.s2s import S2SConfig
-from vidseg.training.unroll import LossConfig, SamplingSchedule
+from vidseg.registry import get_method, method_names
 
 SOURCE_TYPES = ("davis", "youtube_vos", "synth")
 LR_SCHEDULES = ("constant", "step", "cosine")
@@ -36,6 +36,32 @@ _TYPE_KEYS = {
 }
 _VAL_KEYS = {"max_frames", "max_sequences", "max_side"}
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+@dataclass
+class LossConfig:
+    """``L = lam * balanced BCE + (1 - lam) * border CE`` (paper), optionally mixed with -log soft IoU."""
+
+    lam: float = 0.8
+    iou_weight: float = 0.0
+    max_distance: float = 20.0
+
+
+@dataclass
+class SamplingSchedule:
+    """Curriculum: teacher forcing for ``teacher_steps``, then the probability of feeding the model's own
+    previous prediction (per sample and frame) rises linearly to ``max_probability`` over ``ramp_steps``."""
+
+    teacher_steps: int = 0
+    ramp_steps: int = 0
+    max_probability: float = 0.0
+
+    def probability(self, step: int) -> float:
+        if step < self.teacher_steps or self.max_probability <= 0:
+            return 0.0
+        if self.ramp_steps <= 0:
+            return float(self.max_probability)
+        return float(self.max_probability * min(1.0, (step - self.teacher_steps + 1) / self.ramp_steps))
 
 
 @dataclass
@@ -158,7 +184,7 @@ class TrainConfig:
 class RunConfig:
     """A whole config file; ``source`` is the file it came from."""
 
-    model: S2SConfig
+    model: Any  # the config dataclass of model.method (see vidseg.registry)
     data: DataConfig
     train: TrainConfig
     source: str = "<dict>"
@@ -300,6 +326,16 @@ def _build_source(values: Any, key: str, source: str, cls: type) -> SourceConfig
     return config
 
 
+def _build_model_config(values: Any, source: str) -> Any:
+    if not isinstance(values, dict) or "method" not in values:
+        raise VidsegError("model must be a mapping with method: and that method's options", source)
+    trainable = [name for name in method_names() if get_method(name).trainable]
+    if values["method"] not in trainable:
+        raise VidsegError(f"model.method {values['method']!r} cannot be trained", source,
+                          f"use one of: {', '.join(trainable)}")
+    return _build(get_method(values["method"]).load("config"), values, "model", source)
+
+
 def parse_config(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a config mapping (as read from YAML, overrides applied) into a :class:`RunConfig`."""
     if not isinstance(values, dict):
@@ -307,10 +343,7 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> RunConfig:
     unknown = sorted(str(k) for k in values if k not in ("model", "data", "train"))
     if unknown:
         raise VidsegError(f"unknown key {unknown[0]}", source, "valid sections: model, data, train")
-    model_values = values.get("model") or {}
-    if not isinstance(model_values, dict):
-        raise VidsegError("model must be a mapping of S2SConfig fields", source)
-    model = _build(S2SConfig, model_values, "model", source)
+    model = _build_model_config(values.get("model"), source)
     data_values = dict(values.get("data") or {})
     sources = data_values.pop("train", None)
     val = data_values.pop("val", None)
@@ -382,7 +415,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 __all__ = [
     "DataConfig",
+    "LossConfig",
     "RunConfig",
+    "SamplingSchedule",
     "SourceConfig",
     "TrainConfig",
     "ValConfig",

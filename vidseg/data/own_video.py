@@ -89,15 +89,18 @@ def load_prompts(
 
 
 class OwnVideo:
-    """A video (file or frame folder) with the masks a user gave for some of its frames."""
+    """A video (file or frame folder) with the masks a user gave for some of its frames (none: a method
+    that discovers objects finds them)."""
 
-    def __init__(self, video: str | os.PathLike, masks: Sequence[str | os.PathLike], fps: float | None = None):
+    def __init__(
+        self, video: str | os.PathLike, masks: Sequence[str | os.PathLike] = (), fps: float | None = None
+    ):
         self.reader = VideoReader(video, fps=fps)
-        self.prompts = load_prompts(masks, self.reader.frame_names, self.reader.size)
+        self.prompts = load_prompts(masks, self.reader.frame_names, self.reader.size) if masks else {}
 
     @property
-    def first_prompted_frame(self) -> int:
-        return next(iter(self.prompts))
+    def first_prompted_frame(self) -> int | None:
+        return next(iter(self.prompts), None)
 
     @property
     def object_ids(self) -> list[int]:

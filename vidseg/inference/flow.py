@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from vidseg.inference.session import Propagator
+from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -28,6 +28,7 @@ DIS_PRESETS = {
 @dataclass
 class FlowState:
     previous_gray: np.ndarray | None = None
+    tracks: list[int] = field(default_factory=list)
     probabilities: np.ndarray | None = None
     flow: cv2.DISOpticalFlow | None = field(default=None, repr=False)
     grid: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # pixel coordinates, built once
@@ -63,7 +64,9 @@ class FlowPropagator(Propagator):
     def new_state(self) -> FlowState:
         return FlowState(flow=cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset]))
 
-    def propagate(self, state: FlowState, frame: np.ndarray) -> np.ndarray:
+    def propagate(self, state: FlowState, frame: np.ndarray) -> Prediction:
+        if not state.tracks:
+            return Prediction.empty(*frame.shape[:2])
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         backward = state.flow.calc(gray, state.previous_gray, None)
         height, width = gray.shape
@@ -82,19 +85,22 @@ class FlowPropagator(Propagator):
             magnitude = np.square(backward).sum(axis=2) + np.square(forward_at_source).sum(axis=2)
             unreliable = round_trip > 0.01 * magnitude + 0.5
             warped[:, unreliable] *= self.occlusion_damping
-        return warped.astype(np.float32)
+        return Prediction(list(state.tracks), warped.astype(np.float32))
 
-    def commit(self, state: FlowState, frame: np.ndarray, probabilities: np.ndarray, new_objects: list[int]) -> None:
+    def commit(self, state: FlowState, frame: np.ndarray, update: FrameUpdate) -> None:
         state.previous_gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        state.tracks = list(update.tracks)
+        probabilities = update.probabilities
         if self.sharpness > 0:
             probabilities = 1.0 / (1.0 + np.exp(-self.sharpness * (probabilities - 0.5)))
         state.probabilities = probabilities.astype(np.float32)
 
-    def state_dict(self, state: FlowState) -> dict[str, np.ndarray]:
-        return {"previous_gray": state.previous_gray, "probabilities": state.probabilities}
+    def state_dict(self, state: FlowState) -> dict:
+        return {"previous_gray": state.previous_gray, "tracks": state.tracks, "probabilities": state.probabilities}
 
-    def load_state_dict(self, saved: dict[str, np.ndarray]) -> FlowState:
+    def load_state_dict(self, saved: dict) -> FlowState:
         state = self.new_state()
         state.previous_gray = np.asarray(saved["previous_gray"], np.uint8)
+        state.tracks = [int(t) for t in saved["tracks"]]
         state.probabilities = np.asarray(saved["probabilities"], np.float32)
         return state

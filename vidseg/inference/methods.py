@@ -1,80 +1,63 @@
-"""The registry of methods a session can run, by name, and the choice of the default one."""
+"""Building a registered method (:mod:`vidseg.registry`) for a session, and choosing the default one."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from vidseg.errors import VidsegError
 from vidseg.inference.session import Propagator
-from vidseg.weights import (
-    BUNDLED_FILES,
-    bundled_card,
-    bundled_content,
-    bundled_methods,
-    bundled_path,
-)
-
-RECURRENT_METHODS = ("hs2s", "s2s++", "s2s")  # the networks of vidseg.models.checkpoint.METHODS
+from vidseg.registry import MethodSpec, get_method, method_names, zero_shot_methods
+from vidseg.weights import bundled_card, bundled_content, bundled_methods, bundled_path
 
 
-def _flow(**options: Any) -> Propagator:
-    from vidseg.inference.flow import FlowPropagator
+def runnable_methods(zero_shot: bool = False) -> list[str]:
+    """The methods that build without a checkpoint (no weights, or bundled ones); with ``zero_shot`` only
+    those that discover objects without a mask."""
+    bundled = bundled_methods()
+    return [name for name in method_names()
+            if (not get_method(name).needs_checkpoint or name in bundled)
+            and (not zero_shot or get_method(name).zero_shot)]
 
-    return FlowPropagator(**options)
 
-
-def network_propagator(
-    checkpoint: str | os.PathLike | None, method: str | None = None, device: str = "cpu", **options: Any
+def build_propagator(
+    method: str | None = None, checkpoint: str | os.PathLike | None = None, **options: Any
 ) -> Propagator:
-    """The network of a ``vidseg train`` checkpoint as a method; ``method``, when given, must match it.
-    Without a checkpoint, the weights bundled for ``method`` are used."""
-    from vidseg.inference.recurrent import load_propagator, propagator_from_checkpoint
+    """Build a method by name, with the weights of ``checkpoint`` (a ``vidseg train`` file; its method must
+    match ``method`` when both are given) or, for a method with weights and no checkpoint, the bundled ones.
+    ``options`` are the method's settings (``device``, ``dtype``, ``max_side``, ...); None values are left
+    to the method's defaults."""
+    from vidseg.models.checkpoint import read_checkpoint
 
-    if method is not None and method not in RECURRENT_METHODS:
-        _unknown(method)
-    if checkpoint is None:
-        if method is None:
-            raise VidsegError("a network method needs --method or --checkpoint")
-        if method not in bundled_methods():
-            bundled = f"; bundled: {', '.join(bundled_methods())}" if bundled_methods() else ""
-            raise VidsegError(
-                f"method {method!r} needs trained weights{bundled}",
-                bundled_path(method) if method in BUNDLED_FILES else None,
-                f"pass --checkpoint FILE.pt (train one with `vidseg train configs/{method}.yaml`)",
-            )
-        return propagator_from_checkpoint(bundled_content(method), bundled_path(method), device, **options)
-    propagator = load_propagator(checkpoint, device, **options)
-    if method is not None and propagator.name != method:
+    options = {key: value for key, value in options.items() if value is not None}
+    if checkpoint is not None:
+        content, source = read_checkpoint(checkpoint), checkpoint
+        found = content["method"]
+        if method is not None and method != found:
+            raise VidsegError(f"checkpoint holds a {found} network, not {method}", checkpoint, f"use --method {found}")
+        spec = get_method(found)
+    elif method is None:
+        raise VidsegError("no method given", fix="pass --method NAME or --checkpoint FILE.pt")
+    else:
+        spec = get_method(method)
+        content, source = _bundled(spec) if spec.needs_checkpoint else (None, None)
+    if checkpoint is not None and not spec.needs_checkpoint:
+        raise VidsegError(f"--checkpoint does not apply to {spec.name}: it has no weights",
+                          fix="drop --checkpoint or choose a method with weights")
+    builder = spec.load("propagator")
+    return builder(content, source, **options) if spec.needs_checkpoint else builder(**options)
+
+
+def _bundled(spec: MethodSpec) -> tuple[dict[str, Any], os.PathLike]:
+    if spec.name not in bundled_methods():
+        bundled = f"; bundled: {', '.join(bundled_methods())}" if bundled_methods() else ""
         raise VidsegError(
-            f"checkpoint holds a {propagator.name} network, not {method}", checkpoint, f"use --method {propagator.name}"
+            f"method {spec.name!r} needs trained weights{bundled}",
+            bundled_path(spec.name) if spec.bundled else None,
+            f"pass --checkpoint FILE.pt (train one with `vidseg train configs/{spec.name}.yaml`)",
         )
-    return propagator
-
-
-def _recurrent(method: str) -> Callable[..., Propagator]:
-    def build(checkpoint: str | os.PathLike | None = None, device: str = "cpu", **options: Any) -> Propagator:
-        return network_propagator(checkpoint, method, device, **options)
-
-    return build
-
-
-_BUILDERS: dict[str, Callable[..., Propagator]] = {
-    **{name: _recurrent(name) for name in RECURRENT_METHODS},
-    "flow": _flow,
-}
-
-
-def available_methods() -> list[str]:
-    """Names of every method (the networks need a checkpoint unless their weights are bundled)."""
-    return list(_BUILDERS)
-
-
-def runnable_methods() -> list[str]:
-    """The methods that build with no arguments: ``flow`` and every network with bundled weights."""
-    return ["flow", *bundled_methods()]
+    return bundled_content(spec.name), bundled_path(spec.name)
 
 
 @dataclass(frozen=True)
@@ -83,12 +66,17 @@ class MethodChoice:
     reason: str
 
 
-def choose_default_method() -> MethodChoice:
-    """The best runnable method by held-out J&F: a bundled network when its model card says it beats
-    flow on its held-out videos, else flow."""
+def choose_default_method(zero_shot: bool = False) -> MethodChoice:
+    """The best runnable method. One-shot: a bundled network when its model card says it beats flow on its
+    held-out videos, else flow. Zero-shot: the runnable method that discovers objects with the best
+    held-out J&F on its card (the first registered one when no card says)."""
+    if zero_shot:
+        return _choose_zero_shot()
     best = MethodChoice("flow", "no bundled network weights are installed")
     best_score = float("-inf")
     for method in bundled_methods():
+        if not get_method(method).one_shot:
+            continue
         heldout = bundled_card(method).get("heldout", {})
         score, flow_score = heldout.get("J&F"), heldout.get("flow J&F")
         if score is None or flow_score is None:
@@ -103,18 +91,27 @@ def choose_default_method() -> MethodChoice:
     return best
 
 
-def default_method() -> str:
+def _choose_zero_shot() -> MethodChoice:
+    candidates = runnable_methods(zero_shot=True)
+    if not candidates:
+        known = zero_shot_methods()
+        hint = (f"these need trained weights (--checkpoint): {', '.join(known)}" if known
+                else "no installed method discovers objects")
+        raise VidsegError("segmenting without --mask needs a method that discovers objects",
+                          fix=f"{hint}; or pass --mask FIRST.png")
+
+    def score(name: str) -> float:
+        value = bundled_card(name).get("heldout", {}).get("J&F") if name in bundled_methods() else None
+        return float("-inf") if value is None else float(value)
+
+    best = max(candidates, key=score)  # max keeps the first of equals: registration order
+    reason = "discovers objects without a mask" + (f"; held-out J&F {score(best):.3f}" if score(best) > -1 else "")
+    return MethodChoice(best, reason)
+
+
+def default_method(zero_shot: bool = False) -> str:
     """The name of the best runnable method (see :func:`choose_default_method`)."""
-    return choose_default_method().name
+    return choose_default_method(zero_shot).name
 
 
-def build_propagator(name: str, **options: Any) -> Propagator:
-    """Build a method by name: ``flow`` (no weights) or ``hs2s`` / ``s2s++`` / ``s2s`` (``checkpoint=...``,
-    or the bundled weights when there are some)."""
-    if name not in _BUILDERS:
-        _unknown(name)
-    return _BUILDERS[name](**options)
-
-
-def _unknown(name: str) -> None:
-    raise VidsegError(f"unknown method {name!r}", fix=f"use one of: {', '.join(available_methods())}")
+__all__ = ["MethodChoice", "build_propagator", "choose_default_method", "default_method", "runnable_methods"]

@@ -1,8 +1,8 @@
 """Running an S2S / S2S++ / HS2S network inside an :class:`~vidseg.inference.session.InferenceSession`.
 
-All objects of a video run as one batch through the single-object network; the session merges them
-(soft aggregation, then argmax with background). The per-video state is the network's state dict with
-one row per object plus the committed probabilities of the last frame, so memory does not grow with
+All tracked objects of a video run as one batch through the single-object network; the session merges
+them (soft aggregation, then argmax with background). The per-video state is the network's state dict
+with one row per track plus the committed probabilities of the last frame, so memory does not grow with
 the video's length. HS2S's first-frame reference features are computed once per object, at the frame
 the object is given.
 """
@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidseg.inference.session import Propagator
+from vidseg.constants import DTYPE_NAMES
+from vidseg.inference.session import FrameUpdate, Prediction, Propagator
+from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class RecurrentState:
-    network: dict[str, Tensor] | None = None  # network state, one row per object
+    tracks: list[int] = field(default_factory=list)  # the track of each row
+    network: dict[str, Tensor] | None = None  # network state, one row per track
     previous: Tensor | None = None  # (K, 1, h, w) committed probabilities of the last frame
     pending: dict[str, Tensor] | None = None  # state after propagate(), before commit()
     model: nn.Module | None = field(default=None, repr=False)  # per-video copy when online learning is on
@@ -65,10 +66,10 @@ class RecurrentPropagator(Propagator):
         online_batch: int = 4,
         seed: int = 0,
     ):
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
         self.device = torch.device(device)
-        self.dtype = _DTYPES[dtype]
+        self.dtype = getattr(torch, dtype)
         self.optimize = optimize
         self.name = model.cfg.method
         self.max_side = int(max_side)
@@ -95,41 +96,46 @@ class RecurrentPropagator(Propagator):
         x = x.to(self.dtype) / 255.0
         return x.contiguous(memory_format=torch.channels_last) if self.optimize else x
 
-    def propagate(self, state: RecurrentState, frame: np.ndarray) -> np.ndarray:
+    def propagate(self, state: RecurrentState, frame: np.ndarray) -> Prediction:
+        if not state.tracks:
+            return Prediction.empty(*frame.shape[:2])
         with torch.inference_mode():
             out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network)
-            return torch.sigmoid(out.logits[:, 0].float()).cpu().numpy()
+            return Prediction(list(state.tracks), torch.sigmoid(out.logits[:, 0].float()).cpu().numpy())
 
-    def commit(self, state: RecurrentState, frame: np.ndarray, probabilities: np.ndarray, new_objects: list[int]) -> None:
+    def commit(self, state: RecurrentState, frame: np.ndarray, update: FrameUpdate) -> None:
+        given = [update.tracks.index(t) for t in update.given]
         if state.model is None:  # online learning: fine-tune on the first frame's objects
-            from vidseg.training.online import online_finetune
+            from vidseg.inference.online import online_finetune
 
             labels = np.zeros(frame.shape[:2], np.uint8)
-            for k in new_objects:
-                labels[probabilities[k] > 0.5] = k + 1
+            for k in given:
+                labels[update.probabilities[k] > 0.5] = k + 1
             tuned = online_finetune(self.trainable, frame, labels, self.online_steps, self.online_lr,
                                     self.online_batch, self.seed)
             state.model = self._prepare(tuned)
         with torch.inference_mode():
             x = self._frame_tensor(frame)
-            previous = torch.from_numpy(probabilities).to(self.device, self.dtype)[:, None]
-            network = state.pending if state.network is not None else None
-            if new_objects:
-                fresh = state.model.init_state(x, previous[new_objects])
-                network = _put_rows(network, fresh, new_objects, len(probabilities))
-            state.network, state.previous, state.pending = network, previous, None
+            previous = torch.from_numpy(update.probabilities).to(self.device, self.dtype)[:, None]
+            network = _rows_for(state, update.tracks)
+            if given:
+                fresh = state.model.init_state(x, previous[given])
+                network = _put_rows(network, fresh, given, len(update.tracks))
+            state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
 
     def state_dict(self, state: RecurrentState) -> dict[str, Any]:
         tuned = state.model is not None and state.model is not self.model
         return {
-            "network": dict(state.network),
+            "tracks": list(state.tracks),
+            "network": dict(state.network or {}),
             "previous": state.previous,
             "model": state.model.state_dict() if tuned else None,  # the per-video fine-tuned copy (S2S-OL)
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> RecurrentState:
         state = self.new_state()
-        state.network = {key: value.to(self.device) for key, value in saved["network"].items()}
+        state.tracks = [int(t) for t in saved["tracks"]]
+        state.network = {key: value.to(self.device) for key, value in saved["network"].items()} or None
         state.previous = saved["previous"].to(self.device)
         if saved["model"] is not None:
             if self.trainable is None:
@@ -139,6 +145,20 @@ class RecurrentPropagator(Propagator):
         elif self.model is None:
             raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
         return state
+
+
+def _rows_for(state: RecurrentState, tracks: list[int]) -> dict[str, Tensor] | None:
+    """The propagated network state (``pending``) with its rows in the order of ``tracks``; tracks the
+    network does not carry yet are left out (they are appended by :func:`_put_rows`)."""
+    if state.network is None:
+        return None
+    kept = [state.tracks.index(t) for t in tracks if t in state.tracks]
+    if kept == list(range(len(state.tracks))):
+        return state.pending
+    if not kept:
+        return None
+    index = torch.tensor(kept, device=state.previous.device)
+    return {key: value.index_select(0, index) for key, value in state.pending.items()}
 
 
 def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int], total: int) -> dict[str, Tensor]:
@@ -158,24 +178,15 @@ def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows:
     return out
 
 
-def load_propagator(checkpoint: str | os.PathLike, device: str = "cpu", **options: Any) -> RecurrentPropagator:
-    """A propagator for the network stored in a ``vidseg train`` checkpoint."""
-    from vidseg.models.checkpoint import read_checkpoint
-
-    return propagator_from_checkpoint(read_checkpoint(checkpoint), checkpoint, device, **options)
-
-
-def propagator_from_checkpoint(
-    content: dict[str, Any], source: str | os.PathLike, device: str = "cpu", **options: Any
+def build_recurrent_propagator(
+    content: dict[str, Any], source: str | os.PathLike, **options: Any
 ) -> RecurrentPropagator:
-    """A propagator for checked checkpoint ``content``; ``max_side`` (when not given or None) is the one the
-    checkpoint was trained for."""
-    from vidseg.models.checkpoint import model_from_checkpoint, working_side
-
+    """The registry's builder: a propagator for checked checkpoint ``content``; ``max_side`` (when not given
+    or None) is the one the checkpoint was trained for."""
     if options.get("max_side") is None:
         options["max_side"] = working_side(content)
+    device = options.pop("device", "cpu")
     return RecurrentPropagator(model_from_checkpoint(content, source).to(device), device=device, **options)
 
 
-__all__ = ["RecurrentPropagator", "RecurrentState", "load_propagator", "propagator_from_checkpoint",
-           "working_size_multiple_of_32"]
+__all__ = ["RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "working_size_multiple_of_32"]

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from vidseg.data.own_video import OwnVideo
 from vidseg.errors import VidsegError
-from vidseg.inference.methods import build_propagator
+from vidseg.inference.methods import build_propagator, choose_default_method
 from vidseg.inference.session import InferenceSession, Propagator
 from vidseg.io.masks import read_mask, write_mask
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
@@ -44,6 +44,13 @@ class SegmentResult:
 
 
 RESUME_FILE = ".vidseg-resume.npz"
+
+
+def _discovering_hint() -> str:
+    from vidseg.registry import zero_shot_methods
+
+    found = zero_shot_methods()
+    return f"use a method that discovers objects: {', '.join(found)}" if found else "no installed method discovers objects"
 
 
 def _atomic_target(temporary_name: str) -> str:
@@ -135,9 +142,9 @@ def _resume_session(session: InferenceSession, out_dir: Path, key: dict, frame_n
 
 def segment_video(
     video: str | os.PathLike,
-    masks: list[str | os.PathLike],
+    masks: list[str | os.PathLike] | None,
     out_dir: str | os.PathLike,
-    method: str | Propagator = "flow",
+    method: str | Propagator | None = None,
     overlay: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -147,15 +154,22 @@ def segment_video(
     """Segment ``video`` from the given masks; write one palette PNG per frame into ``out_dir``.
 
     Masks are named after the frame they belong to (a single mask belongs to the first frame; see
-    :mod:`vidseg.data.own_video`). Frames before the first mask get empty masks. On an error the
+    :mod:`vidseg.data.own_video`). Frames before the first mask get empty masks. Without masks the method
+    must discover objects (:mod:`vidseg.registry` ``zero_shot``). ``method`` None: the best runnable one. On an error the
     files written by this call are removed (a resumed run keeps them and can be resumed again). On
     Ctrl-C (KeyboardInterrupt) the masks written so far are kept and the session after the last written
     mask is saved in ``out_dir/.vidseg-resume.npz`` (also every ``save_every`` frames, for harder stops);
     ``resume=True`` continues from there with the same masks an uninterrupted run writes.
     """
+    masks = list(masks or [])
     source = OwnVideo(video, masks)
     reader = source.reader
+    if method is None:
+        method = choose_default_method(zero_shot=not masks).name
     propagator = build_propagator(method) if isinstance(method, str) else method
+    if not masks and not propagator.discovers_objects:
+        raise VidsegError(f"method {propagator.name!r} needs the mask of each object (it cannot discover objects)",
+                          fix=f"pass --mask FIRST.png, or {_discovering_hint()}")
     out_dir = Path(out_dir)
     created = _prepare_output(out_dir, reader.frame_names, overwrite, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +227,7 @@ def segment_video(
     return SegmentResult(
         method=propagator.name,
         num_frames=len(reader),
-        object_ids=source.object_ids,
+        object_ids=sorted(session.objects.used_ids),
         seconds=time.perf_counter() - start,
         mask_dir=out_dir,
         overlay=Path(overlay) if overlay else None,

@@ -1,33 +1,69 @@
-"""The per-video inference session.
+"""The per-video inference session and the contract every method fulfils.
 
-A :class:`Propagator` is a method: it holds weights and settings but no per-video state. An
-:class:`InferenceSession` holds the state of one video and is driven frame by frame with
-:meth:`InferenceSession.step`. The session keeps only the state of the last frame, so memory does not
-grow with the length of the video.
+A :class:`Propagator` is a method: it holds weights and settings but no per-video state. It owns
+*tracks* (positive integer ids unique within a video): per frame it returns the maps of the tracks it
+follows, optionally with scores, and it may start tracks by itself (methods that discover objects) or
+drop and later re-find them. An :class:`InferenceSession` holds one video's state: the propagator's
+state and an :class:`ObjectManager` that maps tracks to output object ids (the user's ids for objects
+given as masks, free ids for discovered ones). It is driven frame by frame with
+:meth:`InferenceSession.step` and keeps only the last frame's state, so memory does not grow with the
+video's length.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
-from vidseg.constants import VOID_ID
+from vidseg.constants import MAX_OBJECT_ID, VOID_ID
 from vidseg.io.masks import object_ids
 
 _EPS = 1e-6
 
 
-class Propagator(ABC):
-    """A VOS method as the session sees it.
+@dataclass
+class Prediction:
+    """What a propagator predicts for one frame, at its working size.
 
-    Probabilities are (K, h, w) float32 arrays, one map per tracked object, in the order the
-    session added them, at the working resolution chosen by :meth:`working_size`.
+    ``probabilities`` (K, h, w) float32 holds one map per entry of ``tracks``; ``scores`` (K,) are
+    optional confidences; ``exclusive`` says the maps already compete (each pixel sums to at most 1), so
+    the session does not need to merge independent maps.
     """
 
+    tracks: list[int]
+    probabilities: np.ndarray
+    scores: np.ndarray | None = None
+    exclusive: bool = False
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> Prediction:
+        return cls([], np.zeros((0, height, width), np.float32))
+
+
+@dataclass
+class FrameUpdate:
+    """The session's final decision for one frame, handed back to the propagator in ``commit``.
+
+    ``probabilities`` (K, h, w) are the exclusive final maps of ``tracks`` (user masks applied);
+    ``given`` lists the tracks started or restarted from a user mask at this frame; ``removed`` the tracks
+    the user removed since the last frame (absent from ``tracks``).
+    """
+
+    tracks: list[int]
+    probabilities: np.ndarray
+    given: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+
+class Propagator(ABC):
+    """A VOS method as the session sees it (see the module docstring)."""
+
     name: str = "propagator"
+    discovers_objects: bool = False  # True: propagate() is called even before any object is given
 
     @abstractmethod
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -38,25 +74,81 @@ class Propagator(ABC):
         """Fresh per-video state (held by the session, passed back in every call)."""
 
     @abstractmethod
-    def propagate(self, state: Any, frame: np.ndarray) -> np.ndarray:
-        """Predict the (K, h, w) probabilities of the tracked objects in ``frame`` (h, w, 3 uint8 RGB)."""
+    def propagate(self, state: Any, frame: np.ndarray) -> Prediction:
+        """Predict the tracks in ``frame`` ((h, w, 3) uint8 RGB at the working size). A track id this
+        method starts must be higher than every id it has seen in earlier predictions and updates."""
 
     @abstractmethod
-    def commit(self, state: Any, frame: np.ndarray, probabilities: np.ndarray, new_objects: list[int]) -> None:
-        """Store the final probabilities of ``frame`` (after overlaps were resolved and user masks applied).
-
-        ``new_objects`` lists the positions (in the K axis) of objects that were added or
-        re-initialised from a user mask at this frame.
-        """
+    def commit(self, state: Any, frame: np.ndarray, update: FrameUpdate) -> None:
+        """Store the final result of ``frame``; the next :meth:`propagate` continues from it."""
 
     def state_dict(self, state: Any) -> dict[str, Any]:
-        """The per-video state as plain tensors and values (for resuming an interrupted run). It may share
-        memory with ``state``: propagators replace their state's entries on commit, never write into them."""
+        """The per-video state as plain tensors, arrays and values (for resuming an interrupted run). It may
+        share memory with ``state``: propagators replace their state's entries on commit, never write into them."""
         raise NotImplementedError(f"method {self.name!r} cannot save its state")
 
     def load_state_dict(self, saved: dict[str, Any]) -> Any:
         """Per-video state rebuilt from :meth:`state_dict`."""
         raise NotImplementedError(f"method {self.name!r} cannot restore its state")
+
+
+class ObjectManager:
+    """Which track carries which output object id.
+
+    User objects keep the id of their mask; a track the method discovers gets the lowest id never used in
+    this video. A user mask with the id of a discovered object restarts that object's track.
+    """
+
+    def __init__(self) -> None:
+        self.track_to_object: dict[int, int] = {}
+        self.highest_track = 0
+        self.used_ids: set[int] = set()
+
+    def object_of(self, track: int) -> int:
+        return self.track_to_object[track]
+
+    def track_of(self, object_id: int) -> int | None:
+        return next((t for t, o in self.track_to_object.items() if o == object_id), None)
+
+    def see(self, tracks: list[int]) -> None:
+        self.highest_track = max([self.highest_track, *tracks])
+
+    def add_user_object(self, object_id: int) -> int:
+        """The track of user object ``object_id`` (a new one unless the id is tracked already)."""
+        track = self.track_of(object_id)
+        if track is None:
+            self.highest_track += 1
+            track = self.highest_track
+            self.track_to_object[track] = object_id
+            self.used_ids.add(object_id)
+        return track
+
+    def adopt(self, track: int) -> int | None:
+        """The object id of a track the method reported; None when every id is taken."""
+        if track not in self.track_to_object:
+            free = next((i for i in range(1, MAX_OBJECT_ID + 1) if i not in self.used_ids), None)
+            if free is None:
+                return None
+            self.track_to_object[track] = free
+            self.used_ids.add(free)
+            self.see([track])
+        return self.track_to_object[track]
+
+    def remove(self, object_id: int) -> int:
+        track = self.track_of(object_id)
+        if track is None:
+            raise ValueError(f"object {object_id} is not tracked")
+        del self.track_to_object[track]
+        return track
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tracks": [[t, o] for t, o in self.track_to_object.items()], "highest_track": self.highest_track,
+                "used_ids": sorted(self.used_ids)}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.track_to_object = {int(t): int(o) for t, o in saved["tracks"]}
+        self.highest_track = int(saved["highest_track"])
+        self.used_ids = {int(i) for i in saved["used_ids"]}
 
 
 def aggregate(probabilities: np.ndarray) -> np.ndarray:
@@ -74,6 +166,12 @@ def aggregate(probabilities: np.ndarray) -> np.ndarray:
     return (odds / odds.sum(axis=0, keepdims=True)).astype(np.float32)
 
 
+def with_background(probabilities: np.ndarray) -> np.ndarray:
+    """Exclusive K maps -> K+1 with background = what the objects leave."""
+    background = np.clip(1.0 - probabilities.sum(axis=0, keepdims=True), 0.0, 1.0)
+    return np.concatenate([background, probabilities], axis=0).astype(np.float32)
+
+
 def _resize_channels(maps: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
     """Resize (C, h, w) maps to (C, H, W)."""
     height, width = size
@@ -89,40 +187,71 @@ class InferenceSession:
         propagator: the method (see :func:`vidseg.inference.build_propagator`).
 
     ``step(frame, new_masks)`` takes an (H, W, 3) uint8 RGB frame and, optionally, an (H, W) id mask
-    that adds objects (or re-initialises the ids it contains) at this frame, and returns the
-    (H, W) uint8 id mask of the frame. Object ids are those of the user's masks (1..254).
+    that adds objects (or restarts the ids it contains) at this frame, and returns the (H, W) uint8 id
+    mask of the frame. :meth:`remove_object` stops following an object; ``scores`` holds the last
+    frame's confidences by object id (for methods that give them).
     """
 
     def __init__(self, propagator: Propagator):
         self.propagator = propagator
         self.state = propagator.new_state()
-        self.object_ids: list[int] = []
+        self.objects = ObjectManager()
         self.frame_index = -1
         self.frame_size: tuple[int, int] | None = None
+        self.scores: dict[int, float] = {}
         self._working_size: tuple[int, int] | None = None
+        self._tracks: list[int] = []  # the tracks of the last committed frame, in the propagator's order
+        self._removed: list[int] = []  # removed since the last commit
+        self._active = False  # the propagator has state (a frame was committed)
+
+    @property
+    def object_ids(self) -> list[int]:
+        """The ids of the objects in the last frame, in the propagator's order."""
+        return [self.objects.object_of(t) for t in self._tracks]
+
+    def remove_object(self, object_id: int) -> None:
+        """Stop following ``object_id`` from the next frame on."""
+        track = self.objects.remove(object_id)
+        if track in self._tracks:
+            self._tracks.remove(track)
+        self._removed.append(track)
 
     def step(self, frame: np.ndarray, new_masks: np.ndarray | None = None) -> np.ndarray:
         frame = self._check_frame(frame)
         self.frame_index += 1
         working_frame = self._to_working(frame)
         height, width = self._working_size
-        if self.object_ids:
-            probabilities = self.propagator.propagate(self.state, working_frame)
+        if self._tracks or self.propagator.discovers_objects:
+            prediction = self.propagator.propagate(self.state, working_frame)
         else:
-            probabilities = np.zeros((0, height, width), np.float32)
-        exclusive = aggregate(probabilities)
+            prediction = Prediction.empty(height, width)
+        tracks, probabilities, scores = self._adopt(prediction)
+        exclusive = with_background(probabilities) if prediction.exclusive else aggregate(probabilities)
 
-        new_objects: list[int] = []
+        given_tracks: list[int] = []
         given_ids: list[int] = []
         if new_masks is not None:
             if new_masks.shape != self.frame_size:
                 raise ValueError(f"mask size {new_masks.shape} differs from frame size {self.frame_size}")
             given_ids = object_ids(new_masks)
-            exclusive, new_objects = self._apply_masks(exclusive, new_masks, given_ids)
+            exclusive, tracks, given_tracks = self._apply_masks(exclusive, tracks, new_masks, given_ids)
 
-        if self.object_ids:
-            self.propagator.commit(self.state, working_frame, exclusive[1:], new_objects)
-        return self._to_output(exclusive, new_masks, given_ids)
+        self.scores = {self.objects.object_of(t): float(s) for t, s in zip(tracks, scores) if not np.isnan(s)}
+        if tracks or self._active:
+            update = FrameUpdate(list(tracks), exclusive[1:], given_tracks, self._removed)
+            self.propagator.commit(self.state, working_frame, update)
+            self._active, self._removed = True, []
+        self._tracks = list(tracks)
+        return self._to_output(exclusive, [self.objects.object_of(t) for t in tracks], new_masks, given_ids)
+
+    def _adopt(self, prediction: Prediction) -> tuple[list[int], np.ndarray, list[float]]:
+        """Map the predicted tracks to objects; drop removed tracks and tracks beyond the id range."""
+        self.objects.see(prediction.tracks)
+        keep = [i for i, t in enumerate(prediction.tracks)
+                if t not in self._removed and self.objects.adopt(t) is not None]
+        scores = prediction.scores if prediction.scores is not None else np.full(len(prediction.tracks), np.nan)
+        tracks = [prediction.tracks[i] for i in keep]
+        return tracks, prediction.probabilities[keep], [float(scores[i]) for i in keep]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this video after the last :meth:`step` (see
@@ -130,10 +259,12 @@ class InferenceSession:
         return {
             "method": self.propagator.name,
             "frame_index": self.frame_index,
-            "object_ids": list(self.object_ids),
+            "objects": self.objects.state_dict(),
+            "tracks": list(self._tracks),
+            "removed": list(self._removed),
             "frame_size": None if self.frame_size is None else list(self.frame_size),
             "working_size": None if self._working_size is None else list(self._working_size),
-            "propagator": self.propagator.state_dict(self.state) if self.object_ids else None,
+            "propagator": self.propagator.state_dict(self.state) if self._active else None,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -142,13 +273,16 @@ class InferenceSession:
         if saved["method"] != self.propagator.name:
             raise ValueError(f"the saved state is of method {saved['method']!r}, not {self.propagator.name!r}")
         self.frame_index = int(saved["frame_index"])
-        self.object_ids = [int(i) for i in saved["object_ids"]]
+        self.objects.load_state_dict(saved["objects"])
+        self._tracks = [int(t) for t in saved["tracks"]]
+        self._removed = [int(t) for t in saved["removed"]]
         self.frame_size = None if saved["frame_size"] is None else tuple(saved["frame_size"])
         self._working_size = None if saved["working_size"] is None else tuple(saved["working_size"])
         if self.frame_size is not None and self._working_size != self.propagator.working_size(*self.frame_size):
             raise ValueError(f"the saved state was made at working size {self._working_size}, this method works at "
                              f"{self.propagator.working_size(*self.frame_size)}")
         saved_state = saved["propagator"]
+        self._active = saved_state is not None
         self.state = self.propagator.new_state() if saved_state is None else self.propagator.load_state_dict(saved_state)
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
@@ -169,30 +303,34 @@ class InferenceSession:
         return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
     def _apply_masks(
-        self, exclusive: np.ndarray, masks: np.ndarray, given_ids: list[int]
-    ) -> tuple[np.ndarray, list[int]]:
+        self, exclusive: np.ndarray, tracks: list[int], masks: np.ndarray, given_ids: list[int]
+    ) -> tuple[np.ndarray, list[int], list[int]]:
         """Put the user's objects into the (K+1) probabilities: they own their pixels outright."""
         height, width = self._working_size
         small = cv2.resize(masks, (width, height), interpolation=cv2.INTER_NEAREST)
-        new_objects = []
+        tracks = list(tracks)
+        given_tracks = []
         for object_id in given_ids:
-            if object_id not in self.object_ids:
-                self.object_ids.append(object_id)
+            track = self.objects.add_user_object(object_id)
+            if track not in tracks:
+                tracks.append(track)
                 exclusive = np.concatenate([exclusive, np.zeros((1, height, width), np.float32)])
-            new_objects.append(self.object_ids.index(object_id))
+            given_tracks.append(track)
         given_region = (small > 0) & (small != VOID_ID)
         exclusive[:, given_region] = 0.0
-        for position in new_objects:
-            channel = position + 1
+        for track in given_tracks:
+            channel = tracks.index(track) + 1
             exclusive[channel] = 0.0
-            exclusive[channel][small == self.object_ids[position]] = 1.0
-        # Pixels a re-initialised object no longer covers go to background.
+            exclusive[channel][small == self.objects.object_of(track)] = 1.0
+        # Pixels a restarted object no longer covers go to background.
         exclusive[0] = np.clip(1.0 - exclusive[1:].sum(axis=0), 0.0, 1.0)
-        return exclusive, new_objects
+        return exclusive, tracks, given_tracks
 
-    def _to_output(self, exclusive: np.ndarray, masks: np.ndarray | None, given_ids: list[int]) -> np.ndarray:
+    def _to_output(
+        self, exclusive: np.ndarray, ids: list[int], masks: np.ndarray | None, given_ids: list[int]
+    ) -> np.ndarray:
         full = _resize_channels(exclusive, self.frame_size, cv2.INTER_LINEAR)
-        lookup = np.array([0, *self.object_ids], dtype=np.uint8)
+        lookup = np.array([0, *ids], dtype=np.uint8)
         output = lookup[np.argmax(full, axis=0)]
         if masks is not None and given_ids:
             # The user's masks are exact at their own resolution.

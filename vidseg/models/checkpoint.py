@@ -3,8 +3,12 @@
 
 Layout (``format`` = ``"vidseg-checkpoint/1"``)::
 
-    {"format": ..., "model_config": {...S2SConfig fields...}, "model": state_dict, "meta": {...},
+    {"format": ..., "method": name, "model_config": {...that method's config fields...}, "model": state_dict,
+     "meta": {...},
      # training checkpoints add: "train_config", "optimizer", "scheduler", "scaler", "rng", "progress"}
+
+The method's config type and model builder come from :mod:`vidseg.registry`. Files written before the
+``method`` entry existed carry the method in ``model_config`` only; they are read the same way.
 """
 
 from __future__ import annotations
@@ -20,18 +24,20 @@ from torch import nn
 from vidseg import __version__
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_path
+from vidseg.registry import get_method, method_names
 
 _FORMAT_PREFIX = "vidseg-checkpoint/"
 FORMAT = _FORMAT_PREFIX + "1"
-METHODS = ("s2s", "s2s++", "hs2s")
 _TRAINING_ENTRIES = ("optimizer", "scheduler", "scaler", "rng", "progress")
 
 
 def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> Path:
-    """Write ``content`` (must hold ``model_config`` and ``model``) to ``path`` atomically."""
+    """Write ``content`` (must hold ``model_config`` and ``model``; ``method`` defaults to the config's) to
+    ``path`` atomically."""
     missing = [key for key in ("model_config", "model") if key not in content]
     if missing:
         raise ValueError(f"a checkpoint needs {missing}")
+    content = {"method": content["model_config"].get("method"), **content}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -71,14 +77,17 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("model_config", "model"):
         if key not in content:
             raise VidsegError(f"checkpoint has no {key!r} entry", path, "the file is incomplete; use another copy")
-    method = content["model_config"].get("method") if isinstance(content["model_config"], dict) else None
-    if method not in METHODS:
+    method = content.get("method")
+    if method is None and isinstance(content["model_config"], dict):
+        method = content["model_config"].get("method")
+    networks = [name for name in method_names() if get_method(name).needs_checkpoint]
+    if method not in networks:
         raise VidsegError(
             f"checkpoint holds an unknown method {method!r}",
             path,
-            f"this vidseg {__version__} runs {', '.join(METHODS)}; use the version that wrote the file",
+            f"this vidseg {__version__} runs {', '.join(networks)}; use the version that wrote the file",
         )
-    return content
+    return {**content, "method": method}
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -89,12 +98,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
 def model_from_checkpoint(content: dict[str, Any], source: str | os.PathLike) -> nn.Module:
     """The float32 network of checked checkpoint ``content`` (from :func:`read_checkpoint`; ``source`` names
     the file in errors). Half-precision weights are converted on loading."""
-    from vidseg.models.s2s import build_model
-
+    spec = get_method(content["method"])
     config = dict(content["model_config"])
-    config["backbone_weights"] = None  # the checkpoint holds the trained weights already
+    if "backbone_weights" in config:
+        config["backbone_weights"] = None  # the checkpoint holds the trained weights already
     try:
-        model = build_model(config)
+        model = spec.load("model")(spec.load("config").from_dict(config))
         model.load_state_dict(content["model"])
     except (ValueError, RuntimeError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200]
@@ -136,5 +145,5 @@ def export_weights(
     return path
 
 
-__all__ = ["FORMAT", "METHODS", "export_weights", "load_model", "model_from_checkpoint", "read_checkpoint",
+__all__ = ["FORMAT", "export_weights", "load_model", "model_from_checkpoint", "read_checkpoint",
            "save_checkpoint", "working_side"]

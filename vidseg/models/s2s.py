@@ -33,7 +33,7 @@ from vidseg.models.blocks import (
     UpsampleDecoder,
 )
 
-METHODS = ("s2s", "s2s++", "hs2s")
+FAMILY = ("s2s", "s2s++", "hs2s")  # the members this one network class covers
 REFERENCES = ("both", "first", "previous")
 MERGES = ("gc", "cosine")
 State = dict[str, Tensor]
@@ -65,7 +65,7 @@ class S2SConfig:
     def __post_init__(self) -> None:
         self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
         checks = [
-            (self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"),
+            (self.method in FAMILY, f"method must be one of {FAMILY}, got {self.method!r}"),
             (self.references in REFERENCES, f"references must be one of {REFERENCES}, got {self.references!r}"),
             (self.merge in MERGES, f"merge must be one of {MERGES}, got {self.merge!r}"),
             (len(self.decoder_widths) == 5, f"decoder_widths needs 5 stages (1/32 -> 1/1), got {self.decoder_widths}"),
@@ -284,7 +284,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 __all__ = [
-    "METHODS",
+    "FAMILY",
     "RecurrentVOS",
     "S2SConfig",
     "State",

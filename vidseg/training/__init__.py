@@ -3,5 +3,5 @@ lambda combination) and of RVOS (soft IoU with Hungarian matching).
 
 Import the pieces you need from the submodules, e.g.::
 
-    from vidseg.training.losses import segmentation_loss, hungarian_soft_iou
+    from vidseg.models.losses import segmentation_loss, hungarian_soft_iou
 """

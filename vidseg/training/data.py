@@ -69,15 +69,17 @@ def build_index(source: SourceConfig) -> Any:
     return DavisIndex(root, year, "train" if split == "all" else split, resolution, sequences=sequences or None)
 
 
-def build_clip_dataset(data: DataConfig, clip_length: tuple[int, int], labelled_only: bool, seed: int) -> Any:
-    """The (mixed) clip dataset of one data phase."""
+def build_clip_dataset(
+    data: DataConfig, clip_length: tuple[int, int], labelled_only: bool, seed: int, objects: str = "one"
+) -> Any:
+    """The (mixed) clip dataset of one data phase; ``objects`` is what a clip carries (``one`` or ``all``)."""
     parts = [
         ClipDataset(
             build_index(source),
             clip_length=clip_length,
             stride=data.stride,
             size=data.size,
-            objects="one",
+            objects=objects,
             labelled_only=labelled_only,
             samples_per_epoch=data.samples_per_epoch,
             augment=data.augment,
@@ -101,11 +103,12 @@ class ClipStream:
     """Batches for each training step of one rank, resumable from ``(step, epoch, position)``.
 
     ``position`` counts this rank's items consumed in ``epoch``; every step consumes ``batch_size``
-    (the last incomplete batch of an epoch is dropped).
+    (the last incomplete batch of an epoch is dropped). ``objects`` is what a clip carries (``one`` or ``all``).
     """
 
-    def __init__(self, data: DataConfig, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, data: DataConfig, seed: int, rank: int = 0, world_size: int = 1, objects: str = "one"):
         self.data, self.seed, self.rank, self.world_size = data, int(seed), rank, world_size
+        self.objects = objects
         self.phases = clip_phases(data)
         self.epoch, self.position = 0, 0
         self._phase: int | None = None
@@ -124,7 +127,7 @@ class ClipStream:
     def _start(self, phase: int) -> None:
         if phase not in self._datasets:
             _, length, labelled_only = self.phases[phase]
-            self._datasets[phase] = build_clip_dataset(self.data, length, labelled_only, self.seed)
+            self._datasets[phase] = build_clip_dataset(self.data, length, labelled_only, self.seed, self.objects)
         dataset = self._datasets[phase]
         per_rank = len(ClipSampler(len(dataset), self.rank, self.world_size))
         if per_rank < self.data.batch_size:

@@ -1,16 +1,17 @@
 """The training loop of ``vidseg train``: Adam + LR schedule + gradient clipping + AMP, checkpoints that
 resume bit-exactly, validation with best-checkpoint tracking, CSV / TensorBoard logs, and DDP under
-``torchrun``.
+``torchrun``. It is the same for every method; the method's :class:`~vidseg.training.adapter.TrainingAdapter`
+(named in :mod:`vidseg.registry`) supplies the network, the clip loss and the validation method.
 
 Exact resume: the data depend only on (seed, epoch, index) and the step (:class:`ClipStream`), scheduled
 sampling draws from a generator seeded by (seed, step, rank), and ``last.pt`` holds the model, optimizer,
 scheduler, scaler and RNG states plus the data position. A run killed at any point and resumed from its
 last checkpoint therefore ends with the same parameters as an uninterrupted one (bit-exact on CPU).
 
-``last.pt`` keys: ``model_config``, ``model``, ``train_config`` (the resolved config as plain values),
+``last.pt`` keys: ``method``, ``model_config``, ``model``, ``train_config`` (the resolved config as plain values),
 ``optimizer``, ``scheduler``, ``scaler``, ``rng``, ``progress`` (``step``, ``epoch``, ``position``,
-``world_size``, ``best_metric``, ``best_step``) and ``meta``. ``best.pt`` holds ``model_config``,
-``model`` and ``meta`` (step and validation metrics).
+``world_size``, ``best_metric``, ``best_step``) and ``meta``. ``best.pt`` holds ``method``,
+``model_config``, ``model`` and ``meta`` (step and validation metrics).
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ from vidseg.config.schema import RunConfig
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_write_text
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
-from vidseg.models.s2s import RecurrentVOS, build_model
+from vidseg.registry import get_method
+from vidseg.training.adapter import TrainingAdapter
 from vidseg.training.data import ClipStream, load_val_sequences
-from vidseg.training.unroll import unroll_clip
 from vidseg.training.validation import validate
 
-PART_KEYS = ("bce", "border", "log_iou")
-LOG_FIELDS = ("step", "epoch", "lr", "loss", *PART_KEYS, "sampling_p", "it_s", "val_J", "val_F", "val_JF")
+
+def log_fields(adapter: TrainingAdapter) -> tuple[str, ...]:
+    """The columns of ``log.csv`` for a method."""
+    return ("step", "epoch", "lr", "loss", *adapter.part_keys, "sampling_p", "it_s", "val_J", "val_F", "val_JF")
 
 
 @dataclass
@@ -56,15 +59,16 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class _Unroll(nn.Module):
-    """The model with :func:`unroll_clip` as ``forward`` (what DistributedDataParallel wraps)."""
+class _ClipLoss(nn.Module):
+    """The model with the adapter's clip loss as ``forward`` (what DistributedDataParallel wraps)."""
 
-    def __init__(self, model: RecurrentVOS):
+    def __init__(self, model: nn.Module, adapter: TrainingAdapter):
         super().__init__()
         self.model = model
+        self.adapter = adapter
 
-    def forward(self, batch: dict, loss_cfg: Any, probability: float, generator: torch.Generator) -> tuple[Tensor, dict]:
-        return unroll_clip(self.model, batch, loss_cfg, probability, generator)
+    def forward(self, batch: dict, probability: float, generator: torch.Generator) -> tuple[Tensor, dict]:
+        return self.adapter.loss(self.model, batch, probability, generator)
 
 
 def _seed_of(*values: int) -> int:
@@ -110,9 +114,12 @@ class Trainer:
         np.random.seed(seed)
         random.seed(seed)
 
-        self.model = build_model(config.model).to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.adapter: TrainingAdapter = get_method(config.model.method).load("trainer")(config)
+        self.log_fields = log_fields(self.adapter)
+        self.model = self.adapter.build_model().to(self.device)
+        groups = self.adapter.parameter_groups(self.model)
+        self.params = [p for group in groups for p in group["params"]]
+        self.optimizer = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.scheduler = self._build_scheduler()
         self.amp_dtype, use_scaler = self._amp_mode()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -123,13 +130,13 @@ class Trainer:
                 if source.type == "synth":
                     build_index(source)
         self._barrier()
-        self.stream = ClipStream(config.data, self.cfg.seed, self.rank, self.world_size)
+        self.stream = ClipStream(config.data, self.cfg.seed, self.rank, self.world_size, self.adapter.objects)
         self.val_sequences = load_val_sequences(config.data.val) if self.is_main and config.data.val else []
         self.val_side = (config.data.val.max_side if config.data.val and config.data.val.max_side else max(config.data.size))
         self.step, self.best_metric, self.best_step = 0, -math.inf, None
         if resume:
             self._load(self.out_dir / "last.pt")
-        self.unroll: nn.Module = _Unroll(self.model)
+        self.unroll: nn.Module = _ClipLoss(self.model, self.adapter)
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.unroll = nn.parallel.DistributedDataParallel(self.unroll, device_ids=ids)
@@ -219,6 +226,7 @@ class Trainer:
         path = self.out_dir / "last.pt"
         if self.is_main:
             save_checkpoint(path, {
+                "method": self.config.model.method,
                 "model_config": self.config.model.to_dict(),
                 "model": self.model.state_dict(),
                 "train_config": self.config.to_dict(),
@@ -259,7 +267,7 @@ class Trainer:
 
     def _write_rows(self, rows: list[dict], mode: str = "a") -> None:
         with self.log_path.open(mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.log_fields, extrasaction="ignore")
             if mode == "w":
                 writer.writeheader()
             writer.writerows(rows)
@@ -292,9 +300,10 @@ class Trainer:
         probability = self.cfg.sampling.probability(step)
         generator = torch.Generator().manual_seed(_seed_of(self.cfg.seed, step, self.rank))
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            loss, parts = self.unroll(batch, self.cfg.loss, probability, generator)
+            loss, parts = self.unroll(batch, probability, generator)
         has_loss = bool(parts)
-        stats = self._reduce([float(has_loss), *(parts.get(k, 0.0) for k in ("total", *PART_KEYS))])
+        part_keys = self.adapter.part_keys
+        stats = self._reduce([float(has_loss), *(parts.get(k, 0.0) for k in ("total", *part_keys))])
         if stats[0] == 0:  # no labelled frame on any rank: no update, but the step counts
             self.scheduler.step()
             return math.nan, {}
@@ -309,17 +318,18 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         mean = [v / stats[0] for v in stats[1:]]
-        return mean[0], {k: v for k, v in zip(PART_KEYS, mean[1:]) if k in parts}
+        return mean[0], {k: v for k, v in zip(part_keys, mean[1:]) if k in parts}
 
     def validate(self) -> dict[str, float]:
         """Validation metrics on rank 0 (empty elsewhere and without a ``val`` source)."""
         metrics: dict[str, float] = {}
         if self.is_main and self.val_sequences:
-            metrics = validate(self.model, self.val_sequences, self.val_side, self.device, self.config.data.val.max_frames)
+            propagator = self.adapter.propagator(self.model, self.val_side, self.device)
+            metrics = validate(propagator, self.val_sequences, self.adapter.protocol, self.config.data.val.max_frames)
             if not math.isnan(metrics["J&F"]) and metrics["J&F"] > self.best_metric:
                 self.best_metric, self.best_step = metrics["J&F"], self.step
                 save_checkpoint(self.out_dir / "best.pt", {
-                    "model_config": self.config.model.to_dict(), "model": self.model.state_dict(),
+                    "method": self.config.model.method, "model_config": self.config.model.to_dict(), "model": self.model.state_dict(),
                     "meta": {"step": self.step, "max_side": self.val_side, **metrics},  # max_side: size it was validated at
                 })
         self._barrier()
@@ -384,4 +394,4 @@ def train(config: RunConfig, resume: bool = False) -> TrainResult:
             dist.destroy_process_group()
 
 
-__all__ = ["LOG_FIELDS", "TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "log_fields", "train"]

@@ -15,25 +15,30 @@ from pathlib import Path
 from typing import Any
 
 from vidseg.errors import VidsegError
+from vidseg.registry import get_method, method_names
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-BUNDLED_FILES = {"s2s++": "s2s++_cpu.pt"}
 _REINSTALL = "reinstall vidseg (pip install --force-reinstall vidseg) or choose --method flow"
 
 
 def bundled_path(method: str) -> Path:
     """Where the bundled weights of ``method`` live (whether or not the file is there)."""
-    if method not in BUNDLED_FILES:
+    file = get_method(method).bundled
+    if file is None:
         raise VidsegError(
             f"no weights are bundled for {method!r}",
-            fix=f"pass --checkpoint FILE.pt (bundled: {', '.join(BUNDLED_FILES)})",
+            fix=f"pass --checkpoint FILE.pt (bundled: {', '.join(_declared())})",
         )
-    return WEIGHTS_DIR / BUNDLED_FILES[method]
+    return WEIGHTS_DIR / file
+
+
+def _declared() -> list[str]:
+    return [name for name in method_names() if get_method(name).bundled]
 
 
 def bundled_methods() -> list[str]:
-    """The methods whose bundled weights are installed."""
-    return [method for method in BUNDLED_FILES if bundled_path(method).is_file()]
+    """The methods whose bundled weights (declared in :mod:`vidseg.registry`) are installed."""
+    return [method for method in _declared() if bundled_path(method).is_file()]
 
 
 def require_bundled(method: str) -> Path:
@@ -54,10 +59,8 @@ def bundled_content(method: str) -> dict[str, Any]:
         content = read_checkpoint(path)
     except VidsegError as exc:
         raise VidsegError(f"the bundled {method} weights are unusable: {exc}", fix=_REINSTALL) from exc
-    if content["model_config"].get("method") != method:
-        raise VidsegError(
-            f"the bundled {method} file holds a {content['model_config'].get('method')} network", path, _REINSTALL
-        )
+    if content["method"] != method:
+        raise VidsegError(f"the bundled {method} file holds a {content['method']} network", path, _REINSTALL)
     return content
 
 
@@ -80,5 +83,5 @@ def bundled_card(method: str) -> dict[str, Any]:
     return dict(_card(method))
 
 
-__all__ = ["BUNDLED_FILES", "WEIGHTS_DIR", "bundled_card", "bundled_content", "bundled_methods", "bundled_path",
+__all__ = ["WEIGHTS_DIR", "bundled_card", "bundled_content", "bundled_methods", "bundled_path",
            "require_bundled"]

@@ -10,8 +10,8 @@ from torch import nn
 
 from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.constants import VOID_ID
-from vidseg.training.losses import segmentation_loss
-from vidseg.training.unroll import LossConfig
+from vidseg.models.losses import segmentation_loss
+from vidseg.config.schema import LossConfig
 
 
 def online_finetune(

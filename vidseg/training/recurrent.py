@@ -1,40 +1,38 @@
-"""Unrolling a recurrent network over a training clip, with teacher forcing / scheduled sampling."""
+"""Training the S2S family: the adapter, and unrolling a network over a clip with teacher forcing /
+scheduled sampling."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from vidseg.models.s2s import RecurrentVOS
-from vidseg.training.losses import segmentation_loss
-
-
-@dataclass
-class LossConfig:
-    """``L = lam * balanced BCE + (1 - lam) * border CE`` (paper), optionally mixed with -log soft IoU."""
-
-    lam: float = 0.8
-    iou_weight: float = 0.0
-    max_distance: float = 20.0
+from vidseg.config.schema import LossConfig
+from vidseg.inference.recurrent import RecurrentPropagator
+from vidseg.models.losses import segmentation_loss
+from vidseg.models.s2s import RecurrentVOS, build_model
+from vidseg.training.adapter import TrainingAdapter
 
 
-@dataclass
-class SamplingSchedule:
-    """Curriculum: teacher forcing for ``teacher_steps``, then the probability of feeding the model's own
-    previous prediction (per sample and frame) rises linearly to ``max_probability`` over ``ramp_steps``."""
+class RecurrentAdapter(TrainingAdapter):
+    """S2S / S2S++ / HS2S: one random object per clip, the balanced BCE + border (+ -log IoU) loss of
+    :func:`unroll_clip`, validation from first-frame masks."""
 
-    teacher_steps: int = 0
-    ramp_steps: int = 0
-    max_probability: float = 0.0
+    objects = "one"
+    protocol = "semi-supervised"
+    part_keys = ("bce", "border", "log_iou")
 
-    def probability(self, step: int) -> float:
-        if step < self.teacher_steps or self.max_probability <= 0:
-            return 0.0
-        if self.ramp_steps <= 0:
-            return float(self.max_probability)
-        return float(self.max_probability * min(1.0, (step - self.teacher_steps + 1) / self.ramp_steps))
+    def build_model(self) -> RecurrentVOS:
+        return build_model(self.config.model)
+
+    def loss(
+        self, model: nn.Module, batch: dict[str, Any], sampling_probability: float, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        return unroll_clip(model, batch, self.config.train.loss, sampling_probability, generator)
+
+    def propagator(self, model: nn.Module, max_side: int, device: torch.device) -> RecurrentPropagator:
+        return RecurrentPropagator(model, device=device, max_side=max_side, optimize=False)
 
 
 def unroll_clip(
@@ -92,4 +90,4 @@ def unroll_clip(
     return total / counted, {key: value / counted for key, value in sums.items()}
 
 
-__all__ = ["LossConfig", "SamplingSchedule", "unroll_clip"]
+__all__ = ["RecurrentAdapter", "unroll_clip"]

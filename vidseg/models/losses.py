@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-VOID = 255
-"""Label value of void pixels in DAVIS-style masks."""
+from vidseg.constants import VOID_ID
 
 IGNORE_INDEX = -100
 """Border class given to void pixels; the ``ignore_index`` of :func:`border_loss`."""
@@ -32,7 +31,6 @@ ArrayLike = np.ndarray | Tensor
 
 __all__ = [
     "IGNORE_INDEX",
-    "VOID",
     "balanced_bce",
     "border_classes",
     "border_loss",
@@ -56,7 +54,7 @@ def _squeeze_channel(x: Tensor) -> Tensor:
 
 def _valid_mask(target: Tensor, ignore: Tensor | None) -> Tensor:
     """Boolean mask of pixels that carry a label: not void and not ignored."""
-    valid = target != VOID
+    valid = target != VOID_ID
     if ignore is not None:
         ignore = _squeeze_channel(torch.as_tensor(ignore, device=target.device)).bool()
         if ignore.dim() == 1:
@@ -149,7 +147,7 @@ def border_classes(
     mask: ArrayLike,
     num_classes: int = 42,
     max_distance: float = 20.0,
-    void_value: int | None = VOID,
+    void_value: int | None = VOID_ID,
     ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     r"""Border-distance class of every pixel of a binary mask (S2S++ / HS2S border head targets).
@@ -328,7 +326,7 @@ def soft_iou_matrix(pred: Tensor, gt: Tensor, ignore: Tensor | None = None, eps:
     """
     if pred.dim() != 3 or gt.dim() != 3 or pred.shape[1:] != gt.shape[1:]:
         raise ValueError(f"soft_iou_matrix expects (N, H, W) and (M, H, W), got {tuple(pred.shape)}, {tuple(gt.shape)}")
-    valid = gt != VOID  # (M, H, W)
+    valid = gt != VOID_ID  # (M, H, W)
     if ignore is not None:
         ignore = torch.as_tensor(ignore, device=gt.device).bool()
         if ignore.shape != gt.shape[1:]:

@@ -1,0 +1,131 @@
+"""Every method vidseg knows, declared once.
+
+A :class:`MethodSpec` names a method, what it can do and where its parts live. The parts are referenced
+as ``"module:attribute"`` strings and imported only when used, so reading the registry (CLI choices and
+``--help``) needs neither torch nor the networks, and each layer loads only its own part: the models
+layer ``config`` and ``model``, inference ``propagator``, training ``trainer``.
+
+Other packages add methods through the ``vidseg.methods`` entry-point group: each entry point names a
+:class:`MethodSpec` (or a list of them). In-process code can call :func:`register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from vidseg.errors import VidsegError
+
+ENTRY_POINT_GROUP = "vidseg.methods"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method.
+
+    Attributes:
+        name: the ``--method`` name.
+        summary: one line for ``--help``.
+        propagator: builds the inference method. Weightless methods: ``build(**options)``; methods with
+            weights: ``build(checkpoint_content, source, **options)`` (see :mod:`vidseg.models.checkpoint`).
+        config: the model config dataclass (``from_dict`` / ``to_dict``; a ``method`` field), or None.
+        model: ``build(config) -> nn.Module``, or None for methods without weights.
+        trainer: the training adapter class (:class:`vidseg.training.adapter.TrainingAdapter`), or None.
+        bundled: file name of weights shipped in :mod:`vidseg.weights`, or None.
+        one_shot: follows objects given as masks.
+        zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
+    """
+
+    name: str
+    summary: str
+    propagator: str
+    config: str | None = None
+    model: str | None = None
+    trainer: str | None = None
+    bundled: str | None = None
+    one_shot: bool = True
+    zero_shot: bool = False
+
+    @property
+    def needs_checkpoint(self) -> bool:
+        """Whether the method runs trained weights (bundled or ``--checkpoint``)."""
+        return self.model is not None
+
+    @property
+    def trainable(self) -> bool:
+        return self.trainer is not None
+
+    def load(self, part: str) -> Any:
+        """Import and return one part (``propagator``, ``config``, ``model`` or ``trainer``)."""
+        reference = getattr(self, part)
+        if reference is None:
+            raise VidsegError(f"method {self.name!r} has no {part}")
+        module, _, attribute = reference.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+_RECURRENT = {
+    "config": "vidseg.models.s2s:S2SConfig",
+    "model": "vidseg.models.s2s:build_model",
+    "propagator": "vidseg.inference.recurrent:build_recurrent_propagator",
+    "trainer": "vidseg.training.recurrent:RecurrentAdapter",
+}
+
+_BUILTIN = (
+    MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
+               propagator="vidseg.inference.flow:FlowPropagator"),
+    MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
+    MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
+    MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),
+)
+
+_methods: dict[str, MethodSpec] = {}
+
+
+def _load() -> dict[str, MethodSpec]:
+    if not _methods:
+        for spec in _BUILTIN:
+            _methods[spec.name] = spec
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            loaded = entry.load()
+            for spec in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
+                register(spec)
+    return _methods
+
+
+def register(spec: MethodSpec, replace: bool = False) -> MethodSpec:
+    """Add a method (``replace`` lets a spec take over an existing name)."""
+    if not isinstance(spec, MethodSpec):
+        raise TypeError(f"register() takes a MethodSpec, got {type(spec).__name__}")
+    methods = _load()
+    if spec.name in methods and not replace and methods[spec.name] != spec:
+        raise ValueError(f"a method named {spec.name!r} is registered already")
+    methods[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _load().pop(name, None)
+
+
+def method_names() -> list[str]:
+    """Every registered method, in declaration order."""
+    return list(_load())
+
+
+def get_method(name: str) -> MethodSpec:
+    """The spec of ``name``; a one-line error listing the known methods otherwise."""
+    methods = _load()
+    if name not in methods:
+        raise VidsegError(f"unknown method {name!r}", fix=f"use one of: {', '.join(methods)}")
+    return methods[name]
+
+
+def zero_shot_methods() -> list[str]:
+    return [name for name, spec in _load().items() if spec.zero_shot]
+
+
+__all__ = ["ENTRY_POINT_GROUP", "MethodSpec", "get_method", "method_names", "register", "unregister",
+           "zero_shot_methods"]
