@@ -27,6 +27,7 @@ from vidseg.evaluation.scoring import (
     _score_stream,
     _validate_pred,
 )
+from vidseg.io.files import natural_key
 from vidseg.io.masks import read_mask
 
 DATASETS = ("davis", "youtube-vos")
@@ -199,7 +200,6 @@ def build_jobs(
                 )
             )
     else:
-        from vidseg.data.sequence import natural_key
         from vidseg.data.youtube_vos import YouTubeVOSIndex
 
         index = YouTubeVOSIndex(gt_root, split=split, sequences=sequences)
