@@ -181,7 +181,7 @@ def test_read_ahead_gives_identical_scores_and_errors(davis, prefetch):
     import dataclasses
 
     from vidseg.errors import VidsegError
-    from vidseg.evaluation.protocols import build_jobs, run_job
+    from vidseg.evaluation.jobs import build_jobs, run_job
 
     root, results = davis
     jobs = [dataclasses.replace(job, prefetch=prefetch) for job in build_jobs(root, results)]

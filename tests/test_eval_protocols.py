@@ -11,7 +11,7 @@ import pytest
 from vidseg.errors import VidsegError
 from vidseg.evaluation import evaluate, evaluate_sequence_arrays
 from vidseg.evaluation.analyses import length_analysis, occlusion_analysis, reappearance_start
-from vidseg.evaluation.protocols import ObjectResult, SequenceResult
+from vidseg.evaluation.results import ObjectResult, SequenceResult
 from vidseg.io.masks import write_mask
 
 H, W = 60, 200

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.sequence import list_images
 from vidseg.errors import VidsegError
+from vidseg.io.files import list_images
 from vidseg.io.masks import object_ids, read_mask
 from vidseg.io.video import VideoReader
 

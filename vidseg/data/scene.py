@@ -29,16 +29,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidseg.data.synth import (
-    MAX_SIZE,
-    DemoClip,
-    _fractal,
-    _line_kernel,
-    _smoothstep,
-    _start_output,
-    _write_jpeg,
-    _write_marker,
-)
+from vidseg.data.synth import MAX_SIZE, DemoClip
+from vidseg.data.synth.folders import _start_output, _write_jpeg, _write_marker
+from vidseg.data.synth.layers import _smoothstep
+from vidseg.data.synth.raster import _line_kernel
+from vidseg.data.synth.textures import _fractal
 from vidseg.errors import VidsegError
 from vidseg.io.masks import write_mask
 

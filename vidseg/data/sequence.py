@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def natural_key(text: str) -> list:
-    """Sort key that orders 'frame2' before 'frame10'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
-
-
-def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
-    """Image files of a folder in natural order (hidden files skipped)."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: natural_key(p.name))
+from vidseg.io.files import list_images
 
 
 def sequence_files(image_folder: Path, annotation_folder: Path) -> tuple[tuple[str, ...], tuple[Path, ...], dict[str, Path]]:

@@ -11,6 +11,7 @@ or on arrays without files: ``evaluate_sequence_arrays(gt, pred, task="semi-supe
 """
 
 from vidseg.evaluation.analyses import length_analysis, occlusion_analysis, run_analyses
+from vidseg.evaluation.jobs import DATASETS, evaluate
 from vidseg.evaluation.metrics import (
     boundary_radius,
     decay_bin_edges,
@@ -20,24 +21,20 @@ from vidseg.evaluation.metrics import (
     seg2bmap,
     statistics,
 )
-from vidseg.evaluation.protocols import (
-    DATASETS,
-    GLOBAL_KEYS,
-    MAX_PROPOSALS,
-    STAT_KEYS,
-    TASKS,
-    EvaluationResult,
-    ObjectResult,
-    SequenceResult,
-    evaluate,
-    evaluate_sequence_arrays,
-    global_metrics,
-)
 from vidseg.evaluation.report import (
     format_global_table,
     format_sequence_table,
     write_report,
 )
+from vidseg.evaluation.results import (
+    GLOBAL_KEYS,
+    STAT_KEYS,
+    EvaluationResult,
+    ObjectResult,
+    SequenceResult,
+    global_metrics,
+)
+from vidseg.evaluation.scoring import MAX_PROPOSALS, TASKS, evaluate_sequence_arrays
 
 __all__ = [
     "DATASETS",

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vidseg.evaluation.protocols import ObjectResult, SequenceResult
+from vidseg.evaluation.results import ObjectResult, SequenceResult
 
 OCCLUSION_THRESHOLDS = (0, 50, 100)
 

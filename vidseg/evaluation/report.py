@@ -1,4 +1,4 @@
-"""Tables, CSV, JSON and plots of an :class:`~vidseg.evaluation.protocols.EvaluationResult`.
+"""Tables, CSV, JSON and plots of an :class:`~vidseg.evaluation.results.EvaluationResult`.
 
 The CSV files carry the official toolkit's names (``global_results-<set>.csv``,
 ``per-sequence_results-<set>.csv``) and columns (``J&F-Mean,J-Mean,J-Recall,J-Decay,F-Mean,F-Recall,
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.evaluation.protocols import (
+from vidseg.evaluation.results import (
     GLOBAL_KEYS,
     STAT_KEYS,
     YTVOS_KEYS,

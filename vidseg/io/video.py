@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vidseg.data.sequence import IMAGE_SUFFIXES, list_images
 from vidseg.errors import VidsegError
+from vidseg.io.files import IMAGE_SUFFIXES, list_images
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_FOLDER_FPS = 24.0
