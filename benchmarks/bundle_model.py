@@ -24,7 +24,7 @@ from eval_trained import score
 from vidseg.config.schema import SourceConfig
 from vidseg.data.davis import DavisIndex
 from vidseg.inference.flow import FlowPropagator
-from vidseg.inference.recurrent import load_propagator
+from vidseg.inference.methods import build_propagator
 from vidseg.machine import format_machine_info
 from vidseg.models.checkpoint import export_weights, read_checkpoint
 from vidseg.training.data import build_index
@@ -38,7 +38,7 @@ LICENCE = ("DAVIS-2016 frames and masks: CC BY-NC 4.0 (non-commercial; see davis
 def heldout_scores(checkpoint: Path, index: DavisIndex, root: Path, year: str, max_side: int) -> dict:
     args = argparse.Namespace(root=root, split="train", year=year)
     with tempfile.TemporaryDirectory() as tmp:
-        network = score("network", load_propagator(str(checkpoint), max_side=max_side), index, args, Path(tmp))
+        network = score("network", build_propagator(checkpoint=str(checkpoint), max_side=max_side), index, args, Path(tmp))
         flow = score("flow", FlowPropagator(), index, args, Path(tmp))
     keep = ("J&F", "J", "F", "J-early", "J-late", "F-early", "F-late", "frames/s")
     return {**{k: round(network[k], 4) for k in keep}, **{f"flow {k}": round(flow[k], 4) for k in keep},

@@ -22,7 +22,7 @@ import yaml
 from vidseg.data.davis import DavisIndex
 from vidseg.evaluation import evaluate
 from vidseg.inference.flow import FlowPropagator
-from vidseg.inference.recurrent import load_propagator
+from vidseg.inference.methods import build_propagator
 from vidseg.inference.runner import segment_video
 from vidseg.machine import format_machine_info
 
@@ -87,9 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.method:
             name, _, checkpoint = spec.partition("=")
-            rows.append(score(name, load_propagator(checkpoint, max_side=args.max_side), index, args, Path(tmp)))
+            rows.append(score(name, build_propagator(checkpoint=checkpoint, max_side=args.max_side), index, args, Path(tmp)))
             if args.online_steps:
-                tuned = load_propagator(checkpoint, max_side=args.max_side, online_steps=args.online_steps,
+                tuned = build_propagator(checkpoint=checkpoint, max_side=args.max_side, online_steps=args.online_steps,
                                         online_lr=args.online_lr)
                 rows.append(score(f"{name}+OL{args.online_steps}", tuned, index, args, Path(tmp)))
         if args.flow:

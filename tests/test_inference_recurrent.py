@@ -11,7 +11,7 @@ from vidseg.cli.main import main
 from vidseg.errors import VidsegError
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.recurrent import RecurrentPropagator, working_size_multiple_of_32
-from vidseg.inference.session import InferenceSession
+from vidseg.inference.session import FrameUpdate, InferenceSession
 from vidseg.io.masks import read_mask
 from vidseg.models.checkpoint import save_checkpoint
 
@@ -58,8 +58,8 @@ def test_bfloat16_and_float32_propagation_agree():
         propagator = RecurrentPropagator(model, max_side=96, dtype=dtype)
         state = propagator.new_state()
         first = np.stack([(masks[0] == k).astype(np.float32) for k in (1, 2)])
-        propagator.commit(state, frames[0], first, [0, 1])
-        probabilities[dtype] = propagator.propagate(state, frames[1])
+        propagator.commit(state, frames[0], FrameUpdate([1, 2], first, given=[1, 2]))
+        probabilities[dtype] = propagator.propagate(state, frames[1]).probabilities
     assert probabilities["bfloat16"].dtype == np.float32
     assert np.abs(probabilities["float32"] - probabilities["bfloat16"]).max() < 0.05
 

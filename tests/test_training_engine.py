@@ -18,6 +18,7 @@ from vidseg.cli.main import main
 from vidseg.config import apply_overrides, clip_phases, load_config, parse_config
 from vidseg.data.synth import SynthConfig, write_davis
 from vidseg.errors import VidsegError
+from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.models.checkpoint import load_model, read_checkpoint
 from vidseg.training.data import load_val_sequences
 from vidseg.training.engine import train
@@ -224,5 +225,5 @@ def test_tiny_hs2s_overfits_one_clip(tmp_path):
     model = load_model(tmp_path / "run" / "last.pt")
     sequences = load_val_sequences(parse_config({**values, "data": {**values["data"], "val": {
         "type": "synth", "root": str(data)}}}).data.val)
-    metrics = validate(model, sequences, max_side=96)
+    metrics = validate(RecurrentPropagator(model, max_side=96, optimize=False), sequences)
     assert metrics["J"] > 0.9, metrics

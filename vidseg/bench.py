@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from vidseg.constants import DTYPE_NAMES
 from vidseg.errors import VidsegError
+from vidseg.registry import get_method, method_names
 
 Report = Callable[[str], None]
 
@@ -63,9 +65,6 @@ ANCHORS: dict[str, Any] = {
         ],
     },
 }
-
-_DTYPES = ("float32", "bfloat16", "float16")
-
 
 @dataclass
 class BenchSettings:
@@ -141,13 +140,13 @@ def make_settings(
 
     runnable = registry.runnable_methods()
     for name in methods or []:
-        if name not in registry.available_methods():
+        if name not in method_names():
             raise VidsegError(f"unknown method {name!r}", fix=f"use one of: {', '.join(runnable)}")
         if name not in runnable:
             raise VidsegError(f"method {name!r} does not build without a checkpoint",
                               fix=f"vidseg bench measures: {', '.join(runnable)}")
-    if dtype not in _DTYPES:
-        raise VidsegError(f"unknown dtype {dtype!r}", fix=f"use one of: {', '.join(_DTYPES)}")
+    if dtype not in DTYPE_NAMES:
+        raise VidsegError(f"unknown dtype {dtype!r}", fix=f"use one of: {', '.join(DTYPE_NAMES)}")
     if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
         raise VidsegError(f"unknown device {device!r}", fix="use cpu, cuda or cuda:N")
     for name, values, low in (("--objects", objects, 1), ("--lengths", lengths, 1)):
@@ -205,11 +204,11 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
     import torch
 
     from vidseg.data.synth import SynthClip, SynthConfig
-    from vidseg.inference.methods import RECURRENT_METHODS, build_propagator
+    from vidseg.inference.methods import build_propagator
     from vidseg.inference.session import InferenceSession
 
     height, width = size
-    network = method in RECURRENT_METHODS
+    network = get_method(method).needs_checkpoint
     device = settings.device if network else "cpu"
     row: dict[str, Any] = {
         "method": method, "size": size_name(size), "objects": objects, "device": device,
@@ -475,8 +474,6 @@ def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
 
 
 def _anchor_lines(results: dict[str, Any]) -> list[str]:
-    from vidseg.inference.methods import RECURRENT_METHODS
-
     anchors = results["anchors"]
     measured = {r["task"]: r for r in results["eval"]["rows"]}
     eval_rows = []
@@ -486,7 +483,7 @@ def _anchor_lines(results: dict[str, Any]) -> list[str]:
                           f"{ours['wall_s']:.2f} s ({ours['speedup']:.1f}x)" if ours else "-"])
     speed_rows = []
     for anchor in anchors["speed"]["rows"]:
-        same = [r for r in results["speed"] if r["method"] in RECURRENT_METHODS and not r["error"]
+        same = [r for r in results["speed"] if get_method(r["method"]).needs_checkpoint and not r["error"]
                 and r["working_size"] == anchor["size"] and r["objects"] == anchor["objects"]]
         this_run = ", ".join(f"{r['median_s']:.3f} ({r['method']} {r['dtype']}, {r['size']} frames)" for r in same)
         speed_rows.append([anchor["size"], str(anchor["objects"]), f"{anchor['reference_fp32_s']:.3f}",
