@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from vidseg import registry
 from vidseg.io.masks import write_mask
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def plugin(monkeypatch):
+    """``plugin(name)`` imports ``tests/plugins/<name>.py`` and registers its method for this test only."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    names = {"bright-spots"}  # the entry point of tests/plugins registers it when the registry first loads there
+
+    def load(module_name: str):
+        module = importlib.import_module(module_name)
+        registry.register(module.SPEC, replace=True)
+        names.add(module.SPEC.name)
+        return module
+
+    yield load
+    for name in names:
+        registry.unregister(name)
 
 # Tiny S2S-family sizes for CPU tests.
 TINY_NETWORK = {"backbone": "convnet-tiny", "bottleneck": 16, "hidden": 16, "decoder_widths": (16, 16, 8, 8, 8),

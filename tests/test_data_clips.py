@@ -13,6 +13,7 @@ import torch.nn.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from vidseg.constants import VOID_ID
 from vidseg.data.clips import ClipDataset, ClipSampler, ConcatClipDataset, collate_clips
 from vidseg.data.davis import DavisIndex
 from vidseg.data.transforms import (
@@ -26,7 +27,6 @@ from vidseg.data.transforms import (
 )
 from vidseg.data.youtube_vos import YouTubeVOSIndex
 from vidseg.errors import VidsegError
-from vidseg.constants import VOID_ID
 from vidseg.io.masks import write_mask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

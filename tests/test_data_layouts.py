@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vidseg.constants import VOID_ID
 from vidseg.data.davis import DavisIndex
 from vidseg.data.youtube_vos import YouTubeVOSIndex, split_train_videos
 from vidseg.errors import VidsegError
-from vidseg.constants import VOID_ID
 from vidseg.io.masks import write_mask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import PLUGINS
 
 from vidseg import registry
 from vidseg.cli.main import main
@@ -21,10 +22,6 @@ from vidseg.errors import VidsegError
 from vidseg.inference.runner import segment_video
 from vidseg.inference.session import InferenceSession
 from vidseg.io.masks import read_mask, write_mask
-
-PLUGINS = Path(__file__).resolve().parent / "plugins"
-sys.path.insert(0, str(PLUGINS))
-from bright_spots import SPEC, BrightSpots  # noqa: E402
 
 
 def spots_clip(num_frames: int = 36, size: tuple[int, int] = (72, 128)) -> tuple[np.ndarray, np.ndarray]:
@@ -64,16 +61,14 @@ def read_masks(folder: Path) -> np.ndarray:
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    """The plugin registered in this process (the entry point only loads in fresh processes)."""
-    registry.register(SPEC)
-    yield SPEC
-    registry.unregister(SPEC.name)
+def spots(plugin):
+    """The plugin's module, its method registered in this process."""
+    return plugin("bright_spots")
 
 
-def test_the_session_adopts_discovered_tracks_with_stable_ids():
+def test_the_session_adopts_discovered_tracks_with_stable_ids(spots):
     frames, truth = spots_clip()
-    session = InferenceSession(BrightSpots())
+    session = InferenceSession(spots.BrightSpots())
     outputs = np.stack([session.step(frame) for frame in frames])
     for object_id in (1, 2, 3):
         present = (truth == object_id).reshape(len(truth), -1).any(axis=1)
@@ -83,12 +78,12 @@ def test_the_session_adopts_discovered_tracks_with_stable_ids():
         assert len(found) == 1 and 0 not in found, (object_id, found)
     assert sorted(session.objects.used_ids) == [1, 2, 3]
     assert set(session.scores) == set(np.unique(outputs[-1])) - {0}
-    assert all(0.9 < s <= 1.0 for s in session.scores.values())
+    assert all(0.6 < s <= 1.0 for s in session.scores.values())  # disks at 240 over a threshold of 200
 
 
-def test_remove_and_correct_discovered_objects():
+def test_remove_and_correct_discovered_objects(spots):
     frames, truth = spots_clip()
-    session = InferenceSession(BrightSpots())
+    session = InferenceSession(spots.BrightSpots())
     for frame in frames[:5]:
         output = session.step(frame)
     first_ids = sorted(int(i) for i in np.unique(output) if i)
@@ -106,28 +101,27 @@ def test_remove_and_correct_discovered_objects():
         session.remove_object(99)
 
 
-def test_a_session_state_resumes_exactly():
+def test_a_session_state_resumes_exactly(spots):
     frames, _ = spots_clip()
-    whole = InferenceSession(BrightSpots())
+    whole = InferenceSession(spots.BrightSpots())
     expected = [whole.step(frame) for frame in frames]
-    first = InferenceSession(BrightSpots())
+    first = InferenceSession(spots.BrightSpots())
     for frame in frames[:15]:
         first.step(frame)
     saved = first.state_dict()
-    resumed = InferenceSession(BrightSpots())
+    resumed = InferenceSession(spots.BrightSpots())
     resumed.load_state_dict(saved)
     assert all((resumed.step(frame) == expected[t]).all() for t, frame in enumerate(frames[15:], start=15))
 
 
-def test_segment_without_mask_needs_a_discovering_method(tmp_path, capsys, registered, monkeypatch):
+def test_segment_without_mask_needs_a_discovering_method(tmp_path, capsys, spots):
     frames = write_frames(tmp_path / "frames", spots_clip(num_frames=4)[0])
     assert main(["segment", str(frames), "--out", str(tmp_path / "out"), "--method", "flow", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "flow' needs the mask of each object" in error and "bright-spots" in error
-    registry.unregister(SPEC.name)
+    registry.unregister(spots.SPEC.name)
     with pytest.raises(VidsegError, match="no installed method discovers objects"):
         segment_video(frames, None, tmp_path / "out2", progress=False)
-    registry.register(SPEC)
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import moving_squares
 from vidseg.errors import VidsegError
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
 from vidseg.io.video import VideoReader
-from tests.conftest import moving_squares
 
 
 def write_mp4(path, frames, fps=10.0):
@@ -69,9 +69,8 @@ def test_overlay_video_written_atomically(tmp_path):
         for frame, mask in zip(frames, masks):
             writer.write(overlay_frame(frame, mask))
     assert len(VideoReader(tmp_path / "o.mp4")) == 5
-    with pytest.raises(RuntimeError):
-        with OverlayVideoWriter(tmp_path / "p.mp4", 10, (64, 96)) as writer:
-            writer.write(frames[0])
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), OverlayVideoWriter(tmp_path / "p.mp4", 10, (64, 96)) as writer:
+        writer.write(frames[0])
+        raise RuntimeError("interrupted")
     assert not (tmp_path / "p.mp4").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]

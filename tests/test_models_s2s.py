@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import tiny_network
 
+from vidseg.config.schema import SamplingSchedule
 from vidseg.errors import VidsegError
+from vidseg.inference.online import online_finetune
 from vidseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from vidseg.models.s2s import S2SConfig, build_model, count_parameters, preset
-from vidseg.inference.online import online_finetune
-from vidseg.config.schema import SamplingSchedule
 from vidseg.training.recurrent import unroll_clip
 
 PRESETS = ["s2s", "s2s++", "hs2s", "hs2s_0", "hs2s_t-1", "hs2s_sim"]

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
+from tests.conftest import moving_squares
 from vidseg.errors import VidsegError
 from vidseg.inference import InferenceSession, build_propagator
 from vidseg.inference.flow import FlowPropagator
 from vidseg.inference.session import aggregate
-from tests.conftest import moving_squares
 
 
 def iou(a, b):

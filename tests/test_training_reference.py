@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from vidseg.config import parse_config
 from vidseg.data.synth import SynthConfig, write_davis
 from vidseg.models.checkpoint import read_checkpoint
 from vidseg.training.engine import train
-from vidseg.config import parse_config
 
 REFERENCE = Path(__file__).parent / "data" / "training_reference.json"
 TINY = {"backbone": "convnet-tiny", "bottleneck": 32, "hidden": 32, "decoder_widths": [32, 16, 16, 8, 8],

@@ -40,12 +40,17 @@ class BrightSpots(Propagator):
     def new_state(self) -> SpotsState:
         return SpotsState()
 
+    def foreground(self, frame: np.ndarray) -> np.ndarray:
+        """(h, w) foreground strength in [0, 1]; components are the pixels above 0.5."""
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        return np.clip(0.5 + (gray - self.threshold) / 255.0, 0.0, 1.0)
+
     def propagate(self, state: SpotsState, frame: np.ndarray) -> Prediction:
         state.frames += 1
         if state.frames == int(os.environ.get("BRIGHT_SPOTS_KILL_AT", "0")):
             os.kill(os.getpid(), signal.SIGKILL)
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        count, components, stats, _ = cv2.connectedComponentsWithStats((gray > self.threshold).astype(np.uint8))
+        strength = self.foreground(frame)
+        count, components, stats, _ = cv2.connectedComponentsWithStats((strength > 0.5).astype(np.uint8))
         order = sorted((c for c in range(1, count) if stats[c, cv2.CC_STAT_AREA] >= self.min_area),
                        key=lambda c: -stats[c, cv2.CC_STAT_AREA])
         tracks, maps, scores, taken = [], [], [], set()
@@ -62,8 +67,8 @@ class BrightSpots(Propagator):
             taken.add(track)
             tracks.append(track)
             maps.append(region.astype(np.float32))
-            scores.append(float(gray[region].mean()) / 255.0)
-        probabilities = np.stack(maps) if maps else np.zeros((0, *gray.shape), np.float32)
+            scores.append(float(strength[region].mean()))
+        probabilities = np.stack(maps) if maps else np.zeros((0, *strength.shape), np.float32)
         return Prediction(tracks, probabilities, np.array(scores, np.float32), exclusive=True)
 
     def commit(self, state: SpotsState, frame: np.ndarray, update: FrameUpdate) -> None:

@@ -1,4 +1,4 @@
-"""``vidseg train CONFIG [key=value ...]``: train S2S / S2S++ / HS2S from a YAML config (DDP under torchrun)."""
+"""``vidseg train CONFIG [key=value ...]``: train any trainable method from a YAML config (DDP under torchrun)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ import argparse
 from pathlib import Path
 
 
+def _trainable() -> list[str]:
+    from vidseg.registry import get_method, method_names
+
+    return [name for name in method_names() if get_method(name).trainable]
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a network from a YAML config",
-        description="Train S2S / S2S++ / HS2S from a YAML config (sections model:, data:, train:). Writes "
+        description=f"Train a method ({', '.join(_trainable())}) from a YAML config (sections model: with "
+        "method:, data:, train:). Writes "
         "last.pt, best.pt, log.csv, config.yaml and TensorBoard logs (tb/) to train.out_dir. Launch with "
         "`torchrun --nproc_per_node N -m vidseg.cli.main train ...` for distributed training.",
     )

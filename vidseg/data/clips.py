@@ -55,11 +55,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
+from vidseg.constants import VOID_ID
 from vidseg.data.sequence import VideoSequence
 from vidseg.data.transforms import AugmentConfig, ClipAugment
 from vidseg.data.transforms import normalize as imagenet_normalize
 from vidseg.errors import VidsegError
-from vidseg.constants import VOID_ID
 from vidseg.io.masks import read_mask
 
 OBJECT_MODES = ("one", "all")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vidseg.constants import VOID_ID
 from vidseg.data.sequence import ObjectInfo, VideoSequence, sequence_files
 from vidseg.errors import VidsegError
-from vidseg.constants import VOID_ID
 from vidseg.io.masks import object_ids, read_mask
 
 TASKS = ("semi-supervised", "unsupervised")

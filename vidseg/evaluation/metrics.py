@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from vidseg.constants import VOID_ID
+
 BOUND_TH = 0.008
 N_DECAY_BINS = 4
 

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidseg.data.transforms import first_frame_affine_pairs
-from vidseg.constants import VOID_ID
-from vidseg.models.losses import segmentation_loss
 from vidseg.config.schema import LossConfig
+from vidseg.constants import VOID_ID
+from vidseg.data.transforms import first_frame_affine_pairs
+from vidseg.models.losses import segmentation_loss
 
 
 def online_finetune(

@@ -9,9 +9,9 @@ from types import TracebackType
 import cv2
 import numpy as np
 
+from vidseg.constants import VOID_ID
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_path
-from vidseg.constants import VOID_ID
 from vidseg.io.masks import DAVIS_PALETTE
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}

@@ -1,7 +1,3 @@
-"""Training utilities: the losses of S2S++ / HS2S (balanced BCE, border classification, their
-lambda combination) and of RVOS (soft IoU with Hungarian matching).
-
-Import the pieces you need from the submodules, e.g.::
-
-    from vidseg.models.losses import segmentation_loss, hungarian_soft_iou
-"""
+"""Training: the method-agnostic engine (:mod:`~vidseg.training.engine`), the adapter contract each method
+implements (:mod:`~vidseg.training.adapter`), the S2S family's adapter (:mod:`~vidseg.training.recurrent`),
+data streams and validation. Inference never imports this package."""
