@@ -1,17 +1,21 @@
-"""Score trained S2S-family checkpoints (and the flow method) on a held-out DAVIS-layout split.
+"""Score trained checkpoints and weightless methods (flow, match) on a held-out DAVIS-layout split.
 
 Every method segments each sequence from its first-frame mask (full length, all objects) with
 ``segment_video``; the results are scored with the DAVIS semi-supervised protocol plus the HS2S
 analyses (early t < 10 vs late t > 20 frames; frames after a first full occlusion, 0 px threshold).
 
     python benchmarks/eval_trained.py --root ../shared/data/davis2016-train-240p --year 2016 \\
-        --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt --flow [--online-steps 20]
+        --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt \\
+        --runnable flow --runnable match [--online-steps 20] [--record vidseg/weights/heldout.json]
+
+``--record`` writes the weightless methods' scores to the table ``vidseg segment`` chooses its default from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +25,6 @@ import yaml
 
 from vidseg.data.davis import DavisIndex
 from vidseg.evaluation import evaluate
-from vidseg.inference.flow import FlowPropagator
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.runner import segment_video
 from vidseg.machine import format_machine_info
@@ -69,7 +72,9 @@ def main() -> None:
     parser.add_argument("--sequences", nargs="*", help="sequence names (default: the whole split)")
     parser.add_argument("--sequences-from", type=Path, help="take data.val.sequences of this training config")
     parser.add_argument("--method", action="append", default=[], metavar="NAME=CHECKPOINT")
-    parser.add_argument("--flow", action="store_true", help="also score the flow method")
+    parser.add_argument("--runnable", action="append", default=[], metavar="NAME",
+                        help="also score this method with its defaults (flow, match, a bundled network)")
+    parser.add_argument("--record", type=Path, help="write the --runnable scores as a held-out table (heldout.json)")
     parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
     parser.add_argument("--online-steps", type=int, default=0,
                         help="also score every network with S2S-OL fine-tuning of this many steps")
@@ -92,8 +97,8 @@ def main() -> None:
                 tuned = build_propagator(checkpoint=checkpoint, max_side=args.max_side, online_steps=args.online_steps,
                                         online_lr=args.online_lr)
                 rows.append(score(f"{name}+OL{args.online_steps}", tuned, index, args, Path(tmp)))
-        if args.flow:
-            rows.append(score("flow", FlowPropagator(), index, args, Path(tmp)))
+        for name in args.runnable:
+            rows.append(score(name, build_propagator(name), index, args, Path(tmp)))
     header = ["method", "J&F", "J", "F", "J early", "J late", "F early", "F late", "J&F after occlusion", "frames/s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -103,6 +108,13 @@ def main() -> None:
               f"{fmt(r['J-late'])} | {fmt(r['F-early'])} | {fmt(r['F-late'])} | {occl} | {r['frames/s']:.1f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    if args.record:
+        videos = f"{len(index)} held-out DAVIS-{args.year} videos ({', '.join(s.name for s in index)}), full length"
+        table = {"videos": videos, "command": "python benchmarks/eval_trained.py " + " ".join(sys.argv[1:]),
+                 "machine": format_machine_info(), "methods": {
+                     r["method"]: {k: round(r[k], 4) for k in ("J&F", "J", "F", "frames/s")}
+                     for r in rows if r["method"] in args.runnable}}
+        args.record.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,12 @@ def weights_dir(tmp_path, monkeypatch):
     folder = tmp_path / "weights"
     folder.mkdir()
     monkeypatch.setattr(weights, "WEIGHTS_DIR", folder)
-    weights.bundled_content.cache_clear()
-    weights._card.cache_clear()
+    caches = (weights.bundled_content, weights._card, weights.heldout_table)
+    for cached in caches:
+        cached.cache_clear()
     yield folder
-    weights.bundled_content.cache_clear()
-    weights._card.cache_clear()
+    for cached in caches:
+        cached.cache_clear()
 
 
 def write_bundle(folder, jf: float, flow_jf: float, name="s2s++"):
@@ -67,16 +68,22 @@ def test_the_bundled_model_is_small_documented_and_runs():
     assert outputs[-1].shape == masks[0].shape and set(np.unique(outputs[-1])) <= {0, 1, 2}
 
 
-def test_the_default_is_the_better_of_the_bundled_network_and_flow(weights_dir):
-    assert runnable_methods() == ["flow"]
+def test_the_default_is_the_best_held_out_score(weights_dir):
+    assert runnable_methods() == ["flow", "match"]  # no weights installed: the weightless methods
     assert choose_default_method().name == "flow"
     write_bundle(weights_dir, jf=0.6, flow_jf=0.4)
     choice = choose_default_method()
-    assert choice.name == "s2s++" and "held-out J&F 0.600 vs flow 0.400" in choice.reason
+    assert choice.name == "s2s++" and "best held-out J&F 0.600 (vs flow 0.400) on test videos" in choice.reason
     weights._card.cache_clear()
     write_bundle(weights_dir, jf=0.2, flow_jf=0.4)
     choice = choose_default_method()
-    assert choice.name == "flow" and "beats the bundled s2s++: J&F 0.400 vs 0.200 on test videos" in choice.reason
+    assert choice.name == "flow" and "best held-out J&F 0.400 (vs s2s++ 0.200)" in choice.reason
+    (weights_dir / "heldout.json").write_text(json.dumps(
+        {"videos": "test videos", "methods": {"flow": {"J&F": 0.45}, "match": {"J&F": 0.5}, "nope": {"J&F": 0.9}}}))
+    weights.heldout_table.cache_clear()
+    choice = choose_default_method()
+    assert choice.name == "match" and choice.reason == (
+        "best held-out J&F 0.500 (vs flow 0.450, s2s++ 0.200) on test videos")
 
 
 def test_segment_says_which_method_it_chose(weights_dir, square_clip, tmp_path, capsys):
@@ -84,7 +91,7 @@ def test_segment_says_which_method_it_chose(weights_dir, square_clip, tmp_path, 
     write_bundle(weights_dir, jf=0.6, flow_jf=0.4)
     assert main(["segment", str(frame_dir), "--mask", str(first), "--out", str(tmp_path / "o"), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "method: s2s++ -- bundled weights; held-out J&F 0.600 vs flow 0.400 on test videos" in captured.err
+    assert "method: s2s++ -- best held-out J&F 0.600 (vs flow 0.400) on test videos" in captured.err
     assert "with 's2s++'" in captured.out
 
 

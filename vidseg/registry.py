@@ -36,6 +36,8 @@ class MethodSpec:
         bundled: file name of weights shipped in :mod:`vidseg.weights`, or None.
         one_shot: follows objects given as masks.
         zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
+        options: the settings its propagator takes from ``vidseg segment`` (``max_side``, ``device``, ...);
+            the CLI refuses the others for this method.
     """
 
     name: str
@@ -47,6 +49,7 @@ class MethodSpec:
     bundled: str | None = None
     one_shot: bool = True
     zero_shot: bool = False
+    options: tuple[str, ...] = ("max_side",)
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -67,6 +70,7 @@ class MethodSpec:
 
 
 _RECURRENT = {
+    "options": ("max_side", "device", "dtype", "online_steps", "online_lr"),
     "config": "vidseg.models.s2s:S2SConfig",
     "model": "vidseg.models.s2s:build_model",
     "propagator": "vidseg.inference.recurrent:build_recurrent_propagator",
@@ -76,6 +80,8 @@ _RECURRENT = {
 _BUILTIN = (
     MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
                propagator="vidseg.inference.flow:FlowPropagator"),
+    MethodSpec("match", "label propagation by matching frozen ImageNet features (EfficientNet-Lite); no VOS "
+               "training", propagator="vidseg.inference.match:MatchPropagator", options=("max_side", "device")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),

@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-_NETWORK_OPTIONS = {"device": "--device", "dtype": "--dtype", "online_steps": "--online-steps",
-                    "online_lr": "--online-lr"}
+_OPTION_FLAGS = {"max_side": "--max-side", "device": "--device", "dtype": "--dtype", "online_steps": "--online-steps",
+                 "online_lr": "--online-lr"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
         choice = choose_default_method(zero_shot=not args.mask)
         method = choice.name
         print(f"method: {choice.name} -- {choice.reason}; choose another with --method", file=sys.stderr)
-    options = {"max_side": args.max_side, **{key: getattr(args, key) for key in _NETWORK_OPTIONS}}
-    if method is not None and not get_method(method).needs_checkpoint:
-        given = [flag for key, flag in _NETWORK_OPTIONS.items() if options.pop(key) is not None]
-        if given or args.checkpoint:
-            flag = given[0] if given else "--checkpoint"
-            raise VidsegError(f"{flag} applies to network methods only, not {method}",
-                              fix="drop it or choose a network method")
+    options = {key: getattr(args, key) for key in _OPTION_FLAGS if getattr(args, key) is not None}
+    if method is not None:
+        spec = get_method(method)
+        ignored = [_OPTION_FLAGS[key] for key in options if key not in spec.options]
+        if ignored:
+            raise VidsegError(f"{ignored[0]} does not apply to {method}",
+                              fix=f"drop it; {method} takes: {', '.join(_OPTION_FLAGS[k] for k in spec.options)}")
     propagator = build_propagator(method, args.checkpoint, **options)
     result = segment_video(
         args.video,

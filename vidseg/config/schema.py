@@ -24,7 +24,7 @@ import yaml
 from vidseg.errors import VidsegError
 from vidseg.registry import get_method, method_names
 
-SOURCE_TYPES = ("davis", "youtube_vos", "synth")
+SOURCE_TYPES = ("davis", "youtube_vos", "synth", "composite")
 LR_SCHEDULES = ("constant", "step", "cosine")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -33,6 +33,8 @@ _TYPE_KEYS = {
     "davis": {"year", "split", "resolution"},
     "youtube_vos": {"split"},
     "synth": {"num_videos", "num_frames", "height", "width", "seed"},
+    "composite": {"source", "year", "resolution", "num_videos", "num_frames", "height", "width", "seed", "max_pasted",
+                  "still_fraction"},
 }
 _VAL_KEYS = {"max_frames", "max_sequences", "max_side"}
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
@@ -66,11 +68,13 @@ class SamplingSchedule:
 
 @dataclass
 class SourceConfig:
-    """One dataset: ``type`` davis | youtube_vos | synth, its ``root`` and mixing ``weight``.
+    """One dataset: ``type`` davis | youtube_vos | synth | composite, its ``root`` and mixing ``weight``.
 
     ``split`` defaults to ``train`` (DAVIS), ``train-80`` (YouTube-VOS) and every sequence (synth; DAVIS
     with ``split: all``). A ``synth`` root that does not exist is generated with ``num_videos`` x
-    ``num_frames`` frames of ``height`` x ``width`` from ``seed``.
+    ``num_frames`` frames of ``height`` x ``width`` from ``seed``. A ``composite`` root that does not exist
+    is generated the same way from the real videos ``sequences`` of the DAVIS root ``source`` (``year``,
+    ``resolution``): their objects pasted over each other's backgrounds (:mod:`vidseg.data.composite`).
     """
 
     type: str = "davis"
@@ -85,6 +89,9 @@ class SourceConfig:
     height: int = 256
     width: int = 448
     seed: int = 0
+    source: str = ""
+    max_pasted: int = 3
+    still_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if self.type not in SOURCE_TYPES:
@@ -96,6 +103,8 @@ class SourceConfig:
         self.year = str(self.year)
         if min(self.num_videos, self.num_frames) < 1:
             raise ValueError("num_videos and num_frames must be positive")
+        if self.type == "composite" and not self.source:
+            raise ValueError("a composite source needs source: the DAVIS root its real videos come from")
 
 
 @dataclass
@@ -323,6 +332,8 @@ def _build_source(values: Any, key: str, source: str, cls: type) -> SourceConfig
     allowed = _COMMON_SOURCE_KEYS | _TYPE_KEYS[kind] | (_VAL_KEYS if cls is ValConfig else set())
     config = _build(cls, values, key, source, allowed)
     config.root = _expand_path(config.root, f"{key}.root", source)
+    if config.source:
+        config.source = _expand_path(config.source, f"{key}.source", source)
     return config
 
 

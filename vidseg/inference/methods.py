@@ -9,7 +9,7 @@ from typing import Any
 from vidseg.errors import VidsegError
 from vidseg.inference.session import Propagator
 from vidseg.registry import MethodSpec, get_method, method_names, zero_shot_methods
-from vidseg.weights import bundled_card, bundled_content, bundled_methods, bundled_path
+from vidseg.weights import bundled_card, bundled_content, bundled_methods, bundled_path, heldout_table
 
 
 def runnable_methods(zero_shot: bool = False) -> list[str]:
@@ -66,29 +66,38 @@ class MethodChoice:
     reason: str
 
 
+def heldout_scores() -> tuple[dict[str, float], str]:
+    """Held-out J&F of every runnable one-shot method that has one: weightless methods from
+    ``vidseg/weights/heldout.json``, bundled networks from their model cards (which also record flow's score on
+    the same videos, used when the table has none). Returns (scores, what the videos are)."""
+    table = heldout_table()
+    scores = {name: float(row["J&F"]) for name, row in table.get("methods", {}).items()
+              if name in method_names() and not get_method(name).needs_checkpoint}
+    videos = table.get("videos", "")
+    for method in bundled_methods():
+        heldout = bundled_card(method).get("heldout", {})
+        if get_method(method).one_shot and heldout.get("J&F") is not None:
+            scores[method] = float(heldout["J&F"])
+            if heldout.get("flow J&F") is not None:
+                scores.setdefault("flow", float(heldout["flow J&F"]))
+            videos = videos or heldout.get("videos", "")
+    return scores, videos or "its held-out videos"
+
+
 def choose_default_method(zero_shot: bool = False) -> MethodChoice:
-    """The best runnable method. One-shot: a bundled network when its model card says it beats flow on its
-    held-out videos, else flow. Zero-shot: the runnable method that discovers objects with the best
-    held-out J&F on its card (the first registered one when no card says)."""
+    """The best runnable method. One-shot: the highest held-out J&F among the methods that have one (see
+    :func:`heldout_scores`), flow when none has. Zero-shot: the runnable method that discovers objects with
+    the best held-out J&F on its card (the first registered one when no card says)."""
     if zero_shot:
         return _choose_zero_shot()
-    best = MethodChoice("flow", "no bundled network weights are installed")
-    best_score = float("-inf")
-    for method in bundled_methods():
-        if not get_method(method).one_shot:
-            continue
-        heldout = bundled_card(method).get("heldout", {})
-        score, flow_score = heldout.get("J&F"), heldout.get("flow J&F")
-        if score is None or flow_score is None:
-            continue
-        videos = heldout.get("videos", "its held-out videos")
-        if score > flow_score and score > best_score:
-            reason = f"bundled weights; held-out J&F {score:.3f} vs flow {flow_score:.3f} on {videos}"
-            best, best_score = MethodChoice(method, reason), score
-        elif best_score == float("-inf"):
-            reason = f"beats the bundled {method}: J&F {flow_score:.3f} vs {score:.3f} on {videos}"
-            best = MethodChoice("flow", reason)
-    return best
+    scores, videos = heldout_scores()
+    if not scores:
+        return MethodChoice("flow", "no held-out scores are installed")
+    best = max(scores, key=lambda name: scores[name])
+    others = ", ".join(f"{name} {score:.3f}" for name, score in sorted(scores.items(), key=lambda kv: -kv[1])
+                       if name != best)
+    return MethodChoice(best, f"best held-out J&F {scores[best]:.3f}" + (f" (vs {others})" if others else "")
+                        + f" on {videos}")
 
 
 def _choose_zero_shot() -> MethodChoice:
@@ -114,4 +123,5 @@ def default_method(zero_shot: bool = False) -> str:
     return choose_default_method(zero_shot).name
 
 
-__all__ = ["MethodChoice", "build_propagator", "choose_default_method", "default_method", "runnable_methods"]
+__all__ = ["MethodChoice", "build_propagator", "choose_default_method", "default_method", "heldout_scores",
+           "runnable_methods"]

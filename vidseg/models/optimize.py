@@ -84,7 +84,6 @@ def load_for_inference(
     there, and the tensors of ``state_dict`` are taken over as they are (``assign``, no copy). So a bfloat16
     HS2S never holds its 1.5 GB of float32 weights: peak memory is the state dict plus activations.
     """
-    from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD
     from vidseg.models.s2s import build_model
 
     with torch.device("meta"):
@@ -92,8 +91,9 @@ def load_for_inference(
         optimize_for_inference(model, fold_bn=fold_bn, channels_last=False, dtype=dtype, inplace=True)
     model.load_state_dict(state_dict, strict=True, assign=True)
     # Non-persistent buffers are not in a state dict: recreate them.
-    model.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(dtype)
-    model.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(dtype)
+    backbone = model.encoder.backbone
+    model.mean = torch.tensor(backbone.input_mean).view(1, 3, 1, 1).to(dtype)
+    model.std = torch.tensor(backbone.input_std).view(1, 3, 1, 1).to(dtype)
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ValueError(f"state dict does not fill {left[:5]}{'...' if len(left) > 5 else ''}")

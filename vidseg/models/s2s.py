@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidseg.constants import IMAGENET_MEAN, IMAGENET_STD
 from vidseg.models.backbones import build_backbone
 from vidseg.models.blocks import (
     ConvLSTMCell,
@@ -156,9 +155,10 @@ class RecurrentVOS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.hybrid = cfg.method == "hs2s"
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.encoder = _Encoder(cfg, 4 if self.hybrid else 3)
+        backbone = self.encoder.backbone  # its input convention (ImageNet statistics, or [-1, 1])
+        self.register_buffer("mean", torch.tensor(backbone.input_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(backbone.input_std).view(1, 3, 1, 1), persistent=False)
         skip_channels = list(reversed(self.encoder.backbone.channels[:-1])) if cfg.skips else []
         if self.hybrid:
             self.ref_encoder = _Encoder(cfg, 4)

@@ -46,6 +46,33 @@ def ensure_synth(source: SourceConfig) -> Path:
     return root
 
 
+def ensure_composite(source: SourceConfig) -> Path:
+    """Generate the composite DAVIS-layout folder ``source.root`` from ``source.source`` unless it exists
+    (atomically, as :func:`ensure_synth`)."""
+    root = Path(source.root)
+    if root.exists():
+        return root
+    from vidseg.data.composite import CompositeConfig, write_composites
+    from vidseg.data.davis import DavisIndex
+
+    if not Path(source.source).is_dir():
+        raise VidsegError("composite source folder not found", source.source, "check data.*.source")
+    real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
+    config = CompositeConfig(seed=source.seed, num_frames=source.num_frames, height=source.height, width=source.width,
+                             max_pasted=source.max_pasted, still_fraction=source.still_fraction)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_composites(tmp, real, source.num_videos, config)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+        if not root.is_dir():
+            raise
+    return root
+
+
 def build_index(source: SourceConfig) -> Any:
     """The dataset index of a source (generating a missing synth folder first)."""
     if source.type == "youtube_vos":
@@ -56,6 +83,9 @@ def build_index(source: SourceConfig) -> Any:
 
     if source.type == "synth":
         ensure_synth(source)
+    if source.type == "composite":
+        ensure_composite(source)
+        return DavisIndex(source.root, "2017", "train", f"{source.height}p")
     root = Path(source.root)
     if not root.is_dir():
         raise VidsegError("dataset folder not found", root, "check data.*.root")
@@ -200,4 +230,5 @@ def load_val_sequences(val: ValConfig) -> list[ValSequence]:
     return out
 
 
-__all__ = ["ClipStream", "ValSequence", "build_clip_dataset", "build_index", "ensure_synth", "load_val_sequences"]
+__all__ = ["ClipStream", "ValSequence", "build_clip_dataset", "build_index", "ensure_composite", "ensure_synth",
+           "load_val_sequences"]

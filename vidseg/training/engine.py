@@ -123,11 +123,12 @@ class Trainer:
         self.scheduler = self._build_scheduler()
         self.amp_dtype, use_scaler = self._amp_mode()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        if self.is_main and any(s.type == "synth" for s in config.data.train):
+        generated = ("synth", "composite")
+        if self.is_main and any(s.type in generated for s in config.data.train):
             from vidseg.training.data import build_index
 
-            for source in config.data.train:  # generate missing synth folders once, before the other ranks
-                if source.type == "synth":
+            for source in config.data.train:  # generate missing folders once, before the other ranks
+                if source.type in generated:
                     build_index(source)
         self._barrier()
         self.stream = ClipStream(config.data, self.cfg.seed, self.rank, self.world_size, self.adapter.objects)

@@ -78,10 +78,25 @@ def _card(method: str) -> dict[str, Any]:
     return card
 
 
+@cache
+def heldout_table() -> dict[str, Any]:
+    """Held-out scores of the methods without trained weights (``heldout.json`` here: ``videos`` and
+    ``methods`` -> name -> ``J&F``, ``J``, ``F``, ``frames/s``, plus the ``command`` that measured them);
+    empty when the file is absent."""
+    path = WEIGHTS_DIR / "heldout.json"
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VidsegError(f"the held-out score table is unreadable ({exc})", path, _REINSTALL) from exc
+    return table if isinstance(table, dict) else {}
+
+
 def bundled_card(method: str) -> dict[str, Any]:
     """The model card facts of a bundled checkpoint (its ``.json`` beside it, else the checkpoint's ``meta``)."""
     return dict(_card(method))
 
 
-__all__ = ["WEIGHTS_DIR", "bundled_card", "bundled_content", "bundled_methods", "bundled_path",
+__all__ = ["WEIGHTS_DIR", "bundled_card", "bundled_content", "bundled_methods", "bundled_path", "heldout_table",
            "require_bundled"]

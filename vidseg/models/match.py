@@ -1,0 +1,44 @@
+"""Frozen ImageNet features for label propagation by matching (the ``match`` method) and space-time
+correspondence: an EfficientNet-Lite's stride-16 and stride-8 features brought to one grid (``stride`` 16: the
+stride-8 ones average-pooled; 8: the stride-16 ones up-sampled), each L2-normalised, then the whole vector
+L2-normalised (so a dot product is a cosine)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidseg.models.backbones import build_backbone
+
+
+class MatchFeatures(nn.Module):
+    """``forward(frames)``: (B, 3, H, W) RGB in [0, 1] -> (B, C, H/stride, W/stride) unit-length features."""
+
+    def __init__(self, backbone: str = "efficientnet_lite0", weights: str | None = "imagenet", stride: int = 16):
+        super().__init__()
+        if stride not in (8, 16):
+            raise ValueError(f"stride must be 8 or 16, got {stride}")
+        self.stride = stride
+        self.backbone = build_backbone(backbone, 3, weights).eval()
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(self.backbone.input_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.backbone.input_std).view(1, 3, 1, 1), persistent=False)
+        self.channels = self.backbone.channels[2] + self.backbone.channels[3]
+
+    def train(self, mode: bool = True) -> MatchFeatures:
+        return super().train(False)  # frozen: BatchNorm keeps its ImageNet statistics
+
+    def forward(self, frames: Tensor) -> Tensor:
+        feats = self.backbone((frames - self.mean) / self.std)
+        coarse, fine = feats[3], feats[2]
+        if self.stride == 16:
+            fine = F.adaptive_avg_pool2d(fine, coarse.shape[-2:])
+        else:
+            coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        joined = torch.cat([F.normalize(coarse, dim=1), F.normalize(fine, dim=1)], dim=1)
+        return F.normalize(joined, dim=1)
+
+
+__all__ = ["MatchFeatures"]
