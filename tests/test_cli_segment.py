@@ -16,9 +16,11 @@ def run_cli(capsys, *argv):
 def test_segment_writes_one_mask_per_frame_and_overlay(tmp_path, square_clip, capsys):
     frame_dir, masks, first = square_clip
     out = tmp_path / "out"
-    code, stdout, _ = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--overlay", tmp_path / "o.mp4")
+    code, stdout, stderr = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--overlay",
+                                   tmp_path / "o.mp4")
     assert code == 0
-    assert "segmented 12 frames, 2 object(s) with 'flow'" in stdout and "frames/s" in stdout
+    assert "method: match -- best held-out J&F" in stderr  # the default: see vidseg/weights/heldout.json
+    assert "segmented 12 frames, 2 object(s) with 'match'" in stdout and "frames/s" in stdout
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"{t:05d}.png" for t in range(12)]
     with Image.open(out / "00003.png") as image:
