@@ -167,3 +167,14 @@ def test_sigkill_then_resume_gives_identical_masks(tmp_path):
     full = run_cli("segment", str(frames), "--method", "bright-spots", "--out", str(tmp_path / "full"), "--quiet")
     assert full.returncode == 0, full.stderr
     assert (read_masks(tmp_path / "out") == read_masks(tmp_path / "full")).all()
+
+
+def test_a_broken_plugin_is_a_warning_not_a_crash(tmp_path, monkeypatch):
+    info = tmp_path / "broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[vidseg.methods]\nbroken = no_such_module:SPEC\n")
+    result = subprocess.run([sys.executable, "-c", "from vidseg.registry import method_names; print(method_names())"],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=False)
+    assert result.returncode == 0 and "'flow'" in result.stdout
+    assert "method plugin 'broken' (no_such_module:SPEC) not loaded" in result.stderr

@@ -141,8 +141,10 @@ def test_ctrl_c_on_the_command_line_then_resume(tmp_path):
     """A real SIGINT to `vidseg segment`: exit 130, complete masks, and --resume finishes the same masks."""
     frames, first = write_clip(tmp_path, num_frames=200, size=(128, 224))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "vidseg.cli.main", "segment", str(frames), "--mask", str(first), "--method", "flow",
-               "--quiet"]
+    # A shell that starts the suite in the background ignores SIGINT, and children inherit that: restore it.
+    cli = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); " \
+          "from vidseg.cli.main import main; sys.exit(main())"
+    command = [sys.executable, "-c", cli, "segment", str(frames), "--mask", str(first), "--method", "flow", "--quiet"]
     process = subprocess.Popen([*command, "--out", str(out)], stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 60

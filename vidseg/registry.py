@@ -12,6 +12,7 @@ Other packages add methods through the ``vidseg.methods`` entry-point group: eac
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -95,9 +96,12 @@ def _load() -> dict[str, MethodSpec]:
         for spec in _BUILTIN:
             _methods[spec.name] = spec
         for entry in entry_points(group=ENTRY_POINT_GROUP):
-            loaded = entry.load()
-            for spec in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
-                register(spec)
+            try:  # a broken plugin must not take the built-in methods down with it
+                loaded = entry.load()
+                for spec in loaded if isinstance(loaded, (list, tuple)) else [loaded]:
+                    register(spec)
+            except Exception as exc:  # noqa: BLE001 -- plugin code may raise anything
+                warnings.warn(f"vidseg: method plugin {entry.name!r} ({entry.value}) not loaded: {exc}", stacklevel=2)
     return _methods
 
 
