@@ -158,6 +158,8 @@ def test_ctrl_c_on_the_command_line_then_resume(tmp_path):
     for path in done:
         assert read_mask(path).shape == (128, 224)
     finished = subprocess.run([*command, "--out", str(out), "--resume"], capture_output=True, text=True, check=False)
-    assert finished.returncode == 0 and f"resumed at frame {len(done)}" in finished.stdout, finished.stderr
+    # A Ctrl-C that lands between writing a mask and recording it costs that one frame again (same mask).
+    resumed = {f"resumed at frame {len(done)}", f"resumed at frame {len(done) - 1}"}
+    assert finished.returncode == 0 and any(r in finished.stdout for r in resumed), finished.stderr
     subprocess.run([*command, "--out", str(tmp_path / "full")], check=True, capture_output=True)
     assert_same_masks(out, tmp_path / "full")

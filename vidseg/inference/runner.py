@@ -201,11 +201,12 @@ def segment_video(
                     continue
                 prompt = source.prompts.get(index)
                 mask = session.step(frame, None if prompt is None else prompt.mask)
+                state = session.state_dict()  # taken first, so a Ctrl-C leaves at most one mask to redo
                 write_mask(path, mask)
+                finished, last_state = index, state
                 written.append(path)
                 if overlay_writer is not None:
                     overlay_writer.write(overlay_frame(frame, mask))
-                finished, last_state = index, session.state_dict()
                 if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
                     _write_resume_point(out_dir, key, last_state)
     except BaseException as exc:
