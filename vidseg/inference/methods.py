@@ -104,10 +104,11 @@ def _choose_zero_shot() -> MethodChoice:
     candidates = runnable_methods(zero_shot=True)
     if not candidates:
         known = zero_shot_methods()
-        hint = (f"these need trained weights (--checkpoint): {', '.join(known)}" if known
-                else "no installed method discovers objects")
-        raise VidsegError("segmenting without --mask needs a method that discovers objects",
-                          fix=f"{hint}; or pass --mask FIRST.png")
+        if not known:
+            raise VidsegError("no installed method discovers objects without a mask",
+                              fix="pass --mask FIRST.png with the objects to follow")
+        raise VidsegError(f"the methods that discover objects need trained weights: {', '.join(known)}",
+                          fix=f"pass --method {known[0]} --checkpoint FILE.pt, or --mask FIRST.png")
 
     def score(name: str) -> float:
         value = bundled_card(name).get("heldout", {}).get("J&F") if name in bundled_methods() else None

@@ -50,7 +50,9 @@ def _discovering_hint() -> str:
     from vidseg.registry import zero_shot_methods
 
     found = zero_shot_methods()
-    return f"use a method that discovers objects: {', '.join(found)}" if found else "no installed method discovers objects"
+    if found:
+        return f"pass --mask FIRST.png, or use a method that discovers objects: {', '.join(found)}"
+    return "pass --mask FIRST.png; no installed method discovers objects"
 
 
 def _atomic_target(temporary_name: str) -> str:
@@ -169,7 +171,7 @@ def segment_video(
     propagator = build_propagator(method) if isinstance(method, str) else method
     if not masks and not propagator.discovers_objects:
         raise VidsegError(f"method {propagator.name!r} needs the mask of each object (it cannot discover objects)",
-                          fix=f"pass --mask FIRST.png, or {_discovering_hint()}")
+                          fix=_discovering_hint())
     out_dir = Path(out_dir)
     created = _prepare_output(out_dir, reader.frame_names, overwrite, resume)
     out_dir.mkdir(parents=True, exist_ok=True)
