@@ -73,7 +73,7 @@ class MatchPropagator(Propagator):
 
     def _read_memory(self, query: Tensor, state: MatchState) -> Tensor:
         """(K, h, w) labels of the query frame's cells from the top-k matches in memory."""
-        channels, height, width = query.shape
+        _, height, width = query.shape
         q = query.flatten(1).T  # (N, C)
         sims, labels = [], []
         for features, memory_labels in state.anchors:  # global: every cell of the user's frames
