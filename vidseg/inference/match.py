@@ -41,7 +41,7 @@ class MatchPropagator(Propagator):
 
     name = "match"
 
-    def __init__(self, max_side: int = 480, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
+    def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
                  radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0", device: str = "cpu"):
         if min(max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
             raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
