@@ -34,7 +34,8 @@ def test_segment_real_davis_sequence(tmp_path, davis_240p, capsys):
     if not frames.is_dir():
         frames = sorted((davis_240p / "JPEGImages" / "240p").iterdir())[0]
     first = davis_240p / "Annotations" / "240p" / frames.name / "00000.png"
-    code, _, _ = run_cli(capsys, "segment", frames, "--mask", first, "--out", tmp_path / "out", "--quiet")
+    code, _, _ = run_cli(capsys, "segment", frames, "--mask", first, "--out", tmp_path / "out", "--quiet",
+                         "--method", "match", "--max-side", "320")  # the default method, at half its size for speed
     assert code == 0
     outputs = sorted((tmp_path / "out").iterdir())
     inputs = sorted(frames.iterdir())
@@ -49,7 +50,8 @@ def test_later_object_given_by_mask_named_after_its_frame(tmp_path, square_clip,
     frame_dir, masks, _ = square_clip
     write_mask(tmp_path / "m" / "00000.png", np.where(masks[0] == 1, 1, 0).astype(np.uint8))
     write_mask(tmp_path / "m" / "00004.png", np.where(masks[4] == 2, 2, 0).astype(np.uint8))
-    code, _, _ = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "m", "--out", tmp_path / "out", "--quiet")
+    code, _, _ = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "m", "--out", tmp_path / "out", "--quiet",
+                         "--method", "flow")
     assert code == 0
     assert 2 not in read_mask(tmp_path / "out" / "00003.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "out" / "00004.png") == 2, masks[4] == 2)
@@ -114,10 +116,11 @@ def test_failure_mid_video_removes_partial_masks(tmp_path, square_clip, capsys):
 def test_existing_masks_need_overwrite(tmp_path, square_clip, capsys):
     frame_dir, _, first = square_clip
     out = tmp_path / "out"
-    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet")[0] == 0
-    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet")
+    flow = ("--method", "flow")
+    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", *flow)[0] == 0
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", *flow)
     assert code == 2 and "--overwrite" in err
-    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", "--overwrite")[0] == 0
+    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--quiet", "--overwrite", *flow)[0] == 0
 
 
 def test_interrupt_keeps_complete_masks_and_no_partial_overlay(tmp_path, square_clip):
