@@ -30,7 +30,8 @@ def test_segment_then_eval_on_real_davis(tmp_path, davis_240p, capsys):
     results = tmp_path / "results"
     for name in ("bear", "boat"):
         code = main(["segment", str(davis_240p / "JPEGImages/240p" / name), "--mask",
-                     str(davis_240p / "Annotations/240p" / name / "00000.png"), "--out", str(results / name), "--quiet"])
+                     str(davis_240p / "Annotations/240p" / name / "00000.png"), "--out", str(results / name), "--quiet",
+                     "--method", "flow"])
         assert code == 0
     capsys.readouterr()
     code = main(["eval", "--gt", str(davis_240p), "--results", str(results), "--year", "2016", "--set", "train",
