@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,19 +24,15 @@ from vidseg.data.clips import ClipDataset, ClipSampler, ConcatClipDataset, colla
 from vidseg.errors import VidsegError
 
 
-def ensure_synth(source: SourceConfig) -> Path:
-    """Generate the synthetic DAVIS-layout folder ``source.root`` unless it exists (atomically: written to
-    a temporary sibling, then renamed)."""
-    root = Path(source.root)
+def _generate_once(root: Path, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(folder)`` unless ``root`` exists, atomically: into a temporary sibling, then renamed (so
+    an interrupted run or a concurrent rank never leaves a half-written dataset)."""
     if root.exists():
         return root
-    from vidseg.data.synth import SynthConfig, write_davis
-
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    config = SynthConfig(seed=source.seed, num_frames=source.num_frames, height=source.height, width=source.width)
-    write_davis(tmp, source.num_videos, config)
+    write(tmp)
     try:
         os.rename(tmp, root)
     except OSError:
@@ -44,37 +40,35 @@ def ensure_synth(source: SourceConfig) -> Path:
         if not root.is_dir():
             raise
     return root
+
+
+def ensure_synth(source: SourceConfig) -> Path:
+    """Generate the synthetic DAVIS-layout folder ``source.root`` unless it exists."""
+    from vidseg.data.synth import SynthConfig, write_davis
+
+    config = SynthConfig(seed=source.seed, num_frames=source.num_frames, height=source.height, width=source.width)
+    return _generate_once(Path(source.root), lambda folder: write_davis(folder, source.num_videos, config))
 
 
 def ensure_composite(source: SourceConfig) -> Path:
-    """Generate the composite DAVIS-layout folder ``source.root`` from ``source.source`` unless it exists
-    (atomically, as :func:`ensure_synth`)."""
-    root = Path(source.root)
-    if root.exists():
-        return root
+    """Generate the composite DAVIS-layout folder ``source.root`` from the real videos of ``source.source``
+    unless it exists."""
     from vidseg.data.composite import CompositeConfig, write_composites
     from vidseg.data.davis import DavisIndex
 
-    if not Path(source.source).is_dir():
-        raise VidsegError("composite source folder not found", source.source, "check data.*.source")
-    real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
-    config = CompositeConfig(seed=source.seed, num_frames=source.num_frames, height=source.height, width=source.width,
-                             max_pasted=source.max_pasted, still_fraction=source.still_fraction)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_composites(tmp, real, source.num_videos, config)
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-        if not root.is_dir():
-            raise
-    return root
+    def write(folder: Path) -> None:
+        if not Path(source.source).is_dir():
+            raise VidsegError("composite source folder not found", source.source, "check data.*.source")
+        real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
+        config = CompositeConfig(seed=source.seed, num_frames=source.num_frames, height=source.height,
+                                 width=source.width, max_pasted=source.max_pasted, still_fraction=source.still_fraction)
+        write_composites(folder, real, source.num_videos, config)
+
+    return _generate_once(Path(source.root), write)
 
 
 def build_index(source: SourceConfig) -> Any:
-    """The dataset index of a source (generating a missing synth folder first)."""
+    """The dataset index of a source (generating a missing synth or composite folder first)."""
     if source.type == "youtube_vos":
         from vidseg.data.youtube_vos import YouTubeVOSIndex
 
