@@ -87,6 +87,31 @@ def test_cli_parallel_jobs_give_identical_numbers(davis, tmp_path, capsys):
     assert not (tmp_path / "o" / "plots-val").exists()
 
 
+def test_cli_first_frame_matching(davis, tmp_path, capsys):
+    import pickle
+
+    from vidseg.evaluation.jobs import build_jobs
+    from vidseg.io.masks import read_mask
+
+    root, results = davis
+    for path in results.glob("*/*.png"):  # proposal ids swapped against the ground truth's object ids
+        write_mask(path, np.choose(read_mask(path), [0, 2, 1]).astype(np.uint8))
+    out = tmp_path / "ff"
+    code, stdout, _ = run_cli(capsys, "--gt", root, "--results", results, "--out", out, "--no-plots",
+                              "--task", "unsupervised", "--matching", "first-frame")
+    assert code == 0
+    assert "Global results for unsupervised, first-frame matching" in stdout
+    data = json.loads((out / "results-val.json").read_text())
+    assert data["settings"]["matching"] == "first-frame"
+    objects = data["objects"]
+    assert [o["name"] for o in objects] == ["alpha_1", "alpha_2", "beta_1", "beta_2"]
+    assert [o["proposal_id"] for o in objects] == [2, 1, 2, 1]
+    assert [o["t"] for o in objects] == [list(range(1, N_FRAMES - 1))] * 4
+    assert objects[1]["J-Mean"] == 1.0 and 0 < objects[0]["J-Mean"] < 1
+    job = build_jobs(root, results, task="unsupervised", matching="first-frame")[0]
+    assert pickle.loads(pickle.dumps(job)) == job
+
+
 def expect_error(capsys, args, *fragments):
     code, stdout, stderr = run_cli(capsys, *args, "--no-plots")
     assert code == 2
@@ -196,3 +221,9 @@ def test_read_ahead_gives_identical_scores_and_errors(davis, prefetch):
     write_mask(results / "alpha" / "00003.png", bad)
     with pytest.raises(VidsegError, match="frame 00003: result id 9"):
         run_job(jobs[0])
+
+
+def test_first_frame_matching_needs_the_unsupervised_task(davis, capsys):
+    root, results = davis
+    expect_error(capsys, ["--gt", root, "--results", results, "--matching", "first-frame"],
+                 "--matching first-frame applies to --task unsupervised only")

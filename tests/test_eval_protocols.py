@@ -102,6 +102,72 @@ def test_unsupervised_more_than_20_proposals_is_an_error():
         evaluate_sequence_arrays(gt, pred, task="unsupervised")
 
 
+# ---------------------------------------------------------------------------------------------- first-frame matching
+
+
+def first_frame(gt, pred, **kwargs):
+    return evaluate_sequence_arrays(gt, pred, task="unsupervised", name="u", matching="first-frame", **kwargs)
+
+
+def test_first_frame_matching_follows_the_first_frame_whatever_the_ids():
+    gt = np.stack([frame((1, *O1), (2, *O2))] * 5)
+    pred = np.stack([frame((2, *O1), (1, *O2))] * 5)  # ids swapped on every frame
+    seq = first_frame(gt, pred)
+    assert [o.name for o in seq.objects] == ["u_1", "u_2"]  # semi-supervised naming, object order
+    assert [(o.object_id, o.proposal_id) for o in seq.objects] == [(1, 2), (2, 1)]
+    for o in seq.objects:
+        np.testing.assert_array_equal(o.t, [1, 2, 3])
+        np.testing.assert_array_equal(o.J, [1, 1, 1])
+        np.testing.assert_array_equal(o.F, [1, 1, 1])
+
+
+def test_first_frame_matching_keeps_the_assignment_when_a_proposal_drifts():
+    # p1 = o1 and p2 = o2 on frame 0; from frame 1 on, p1 drifts onto o2 and p2 is gone.
+    gt = np.stack([frame((1, *O1), (2, *O2))] * 5)
+    pred = np.stack([frame((1, *O1), (2, *O2))] + [frame((1, *O2))] * 4)
+    seq = first_frame(gt, pred)
+    assert [o.proposal_id for o in seq.objects] == [1, 2]
+    assert [o.stats["J-Mean"] for o in seq.objects] == [0.0, 0.0]  # frames 1..3: p1 off o1, p2 empty
+    # the DAVIS protocol matches on all 5 frames: (p1,o2) = 0.8 + (p2,o1) = 0 beats (p1,o1) = 0.2 + (p2,o2) = 0.2
+    davis = {o.object_id: o for o in evaluate_sequence_arrays(gt, pred, task="unsupervised", name="u").objects}
+    assert (davis[1].proposal_id, davis[1].stats["J-Mean"]) == (2, 0.0)
+    assert (davis[2].proposal_id, davis[2].stats["J-Mean"]) == (1, pytest.approx(0.8))
+
+
+def test_first_frame_matching_unmatched_object_is_scored_against_an_empty_mask():
+    gt = np.stack([frame((1, *O1), (2, *O2))] * 2 + [frame((2, *O2))] + [frame((1, *O1), (2, *O2))] * 2)
+    pred = np.stack([frame((1, *O2))] * 5)  # one proposal, on object 2
+    o1, o2 = first_frame(gt, pred).objects
+    assert (o1.proposal_id, o2.proposal_id) == (2, 1)  # o1 gets an added empty proposal
+    np.testing.assert_array_equal(o1.J, [0, 1, 0])  # 0 where visible, 1 where absent (frame 2)
+    np.testing.assert_array_equal(o2.J, [1, 1, 1])
+
+
+def test_first_frame_matching_excludes_the_first_and_last_frames():
+    gt = np.stack([frame((1, *O1), (2, *O2))] * 5)
+    pred = gt.copy()
+    pred[0] = frame((1, 10, 50, 10, 35), (2, *O2))  # half of o1 on the matching frame: J = 0.5
+    pred[4] = 0  # the last frame is lost
+    o1, o2 = first_frame(gt, pred).objects
+    assert (o1.proposal_id, o2.proposal_id) == (1, 2)
+    np.testing.assert_array_equal(o1.t, [1, 2, 3])
+    assert o1.stats["J-Mean"] == 1.0 and o2.stats["J-Mean"] == 1.0
+    kept = first_frame(gt, pred, exclude_first_last=False).objects[0]
+    np.testing.assert_array_equal(kept.J, [0.5, 1, 1, 1, 0])
+
+
+def test_first_frame_matching_errors():
+    gt = np.stack([frame((1, *O1))] * 3)
+    pred = gt.copy()
+    with pytest.raises(VidsegError, match="first-frame matching applies to the unsupervised task only"):
+        evaluate_sequence_arrays(gt, pred, task="semi-supervised", matching="first-frame")
+    with pytest.raises(VidsegError, match="unknown matching 'last-frame'"):
+        evaluate_sequence_arrays(gt, pred, task="unsupervised", matching="last-frame")
+    pred[1][0:3, 0:3] = 21
+    with pytest.raises(VidsegError, match="result id 21 is above the 20 proposals allowed"):
+        first_frame(gt, pred)
+
+
 # ---------------------------------------------------------------------------------------------- YouTube-VOS
 
 
@@ -157,6 +223,26 @@ def test_youtube_vos_result_id_outside_meta_is_an_error(tmp_path):
     results = build_youtube_vos(tmp_path, with_extra_id=True)
     with pytest.raises(VidsegError, match=r"sequence 'v1' frame 00015: result id 7 is not a ground-truth object"):
         evaluate(tmp_path, results, dataset="youtube-vos", split="valid")
+
+
+def test_youtube_vos_first_frame_matching_uses_each_objects_first_annotated_frame(tmp_path):
+    from vidseg.io.masks import read_mask
+
+    results = build_youtube_vos(tmp_path)
+    for name in ("00000", "00005", "00010", "00015", "00020"):  # swap ids 1 and 2 on the annotated frames
+        path = results / "v1" / f"{name}.png"
+        write_mask(path, np.choose(read_mask(path), [0, 2, 1]).astype(np.uint8))
+    result = evaluate(tmp_path, results, task="unsupervised", dataset="youtube-vos", split="valid",
+                      analyses=False, matching="first-frame")
+    assert result.settings["matching"] == "first-frame"
+    objects = {o.object_id: o for o in result.objects}
+    # the dog is matched on 00000 (p2 covers it); the zebra on 00010 (no proposal covers it): p1 is left
+    assert (objects[1].proposal_id, objects[2].proposal_id) == (2, 1)
+    assert objects[1].frames == ("00005", "00010", "00015", "00020")  # the semi-supervised windows
+    assert objects[2].frames == ("00015", "00020")
+    np.testing.assert_array_equal(objects[1].J, [1, 1, 0, 0])
+    np.testing.assert_array_equal(objects[2].J, [1, 1])
+    assert result.global_metrics["Overall"] == pytest.approx(0.75)
 
 
 # ---------------------------------------------------------------------------------------------- analyses

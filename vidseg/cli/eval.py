@@ -21,6 +21,13 @@ def register(subparsers) -> None:
     parser.add_argument("--gt", required=True, metavar="ROOT", help="dataset root (DAVIS or YouTube-VOS)")
     parser.add_argument("--results", required=True, metavar="DIR", help="folder with one sub-folder per sequence")
     parser.add_argument("--task", default="semi-supervised", choices=("semi-supervised", "unsupervised"))
+    parser.add_argument(
+        "--matching", default="sequence", choices=("sequence", "first-frame"),
+        help="unsupervised task: how proposals are assigned to objects. sequence (default): the official DAVIS "
+        "protocol, Hungarian matching on J&F over the whole sequence, every frame scored; first-frame: the RVOS "
+        "paper's zero-shot protocol, Hungarian matching on the first frame's J only, then each object scored "
+        "against its proposal as in the semi-supervised task (first and last frames excluded)",
+    )
     parser.add_argument("--dataset", default="davis", choices=("davis", "youtube-vos"))
     parser.add_argument(
         "--set", dest="split", default=None,
@@ -51,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise VidsegError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.matching != "sequence" and args.task != "unsupervised":
+        raise VidsegError(f"--matching {args.matching} applies to --task unsupervised only",
+                          fix="add --task unsupervised, or leave --matching out")
     split = args.split or ("val" if args.dataset == "davis" else "val-20")
     start = time.perf_counter()
     result = evaluate(
@@ -64,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         void=args.void,
         sequences=args.sequences,
+        matching=args.matching,
     )
     elapsed = time.perf_counter() - start
     out_dir = Path(args.out) if args.out else Path(args.results)

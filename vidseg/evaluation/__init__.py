@@ -1,5 +1,6 @@
 """Evaluation that reproduces the official DAVIS toolkit (J, F, their recall and decay), the DAVIS
-semi-supervised and unsupervised protocols, YouTube-VOS seen/unseen scoring and the HS2S analyses.
+semi-supervised and unsupervised protocols (and the RVOS paper's first-frame matching), YouTube-VOS
+seen/unseen scoring and the HS2S analyses.
 
 Typical use::
 
@@ -34,11 +35,17 @@ from vidseg.evaluation.results import (
     SequenceResult,
     global_metrics,
 )
-from vidseg.evaluation.scoring import MAX_PROPOSALS, TASKS, evaluate_sequence_arrays
+from vidseg.evaluation.scoring import (
+    MATCHINGS,
+    MAX_PROPOSALS,
+    TASKS,
+    evaluate_sequence_arrays,
+)
 
 __all__ = [
     "DATASETS",
     "GLOBAL_KEYS",
+    "MATCHINGS",
     "MAX_PROPOSALS",
     "STAT_KEYS",
     "TASKS",

@@ -22,6 +22,7 @@ from vidseg.evaluation.results import EvaluationResult, SequenceResult, global_m
 from vidseg.evaluation.scoring import (
     _check_task,
     _check_void,
+    _davis_window,
     _first_annotation_objects,
     _ObjectSpec,
     _score_stream,
@@ -43,20 +44,22 @@ class SequenceJob:
     frames: tuple[str, ...]
     gt_paths: tuple[str, ...]
     result_dir: str
-    objects: tuple[tuple[int, int, int, str | None, bool | None], ...] | None  # None: from the first annotation
+    # (object_id, start, stop, category, seen, match_at) as :class:`_ObjectSpec`; None: from the first annotation
+    objects: tuple[tuple[int, int, int, str | None, bool | None, int | None], ...] | None
     merge_objects: bool = False
     void: str = "exclude"
     bound_th: float = BOUND_TH
     prefetch: bool = False  # read frames ahead in a thread (set by :func:`run_jobs`)
+    matching: str = "sequence"  # unsupervised task: "sequence" or "first-frame"
 
     def needed_positions(self) -> range:
-        """Positions (in ``frames``) of the frames that are scored, hence need a result PNG."""
-        n = len(self.frames)
+        """Positions (in ``frames``) of the frames that are scored or matched on, hence need a result PNG."""
         if self.objects is None:
-            return range(1, n - 1) if self.task == "semi-supervised" else range(n)
+            start, stop, match_at = _davis_window(len(self.frames), self.task, self.matching)
+            return range(start if match_at is None else match_at, stop)
         if not self.objects:
             return range(0)
-        return range(min(o[1] for o in self.objects), max(o[2] for o in self.objects))
+        return range(min(o[1] if o[5] is None else o[5] for o in self.objects), max(o[2] for o in self.objects))
 
 
 def _read_gt(path: str, merge: bool) -> np.ndarray:
@@ -78,9 +81,8 @@ def run_job(job: SequenceJob) -> SequenceResult:
             raise VidsegError(
                 f"sequence {job.name!r}: the first annotation holds no object", job.gt_paths[0], "check the dataset"
             )
-        n = len(frames)
-        start, stop = (1, n - 1) if job.task == "semi-supervised" else (0, n)
-        objects = [_ObjectSpec(k, start, max(start, stop)) for k in range(1, n_obj + 1)]
+        start, stop, match_at = _davis_window(len(frames), job.task, job.matching)
+        objects = [_ObjectSpec(k, start, stop, match_at=match_at) for k in range(1, n_obj + 1)]
     else:
         objects = [_ObjectSpec(*spec) for spec in job.objects]
         n_obj = max((o.object_id for o in objects), default=0)
@@ -116,7 +118,7 @@ def run_job(job: SequenceJob) -> SequenceResult:
             while pending:
                 yield pending.popleft().result()
 
-    return _score_stream(job.name, frames, objects, stream(), job.task, job.void, job.bound_th)
+    return _score_stream(job.name, frames, objects, stream(), job.task, job.void, job.bound_th, job.matching)
 
 
 def _result_folder(results_dir: Path, name: str, dataset: str) -> Path | None:
@@ -163,9 +165,10 @@ def build_jobs(
     void: str = "exclude",
     bound_th: float = BOUND_TH,
     sequences: list[str] | None = None,
+    matching: str = "sequence",
 ) -> list[SequenceJob]:
     """Index the ground truth and the results folder; one :class:`SequenceJob` per sequence."""
-    _check_task(task)
+    _check_task(task, matching)
     _check_void(void)
     if dataset not in DATASETS:
         raise VidsegError(f"unknown dataset {dataset!r}", fix=f"use one of {', '.join(DATASETS)}")
@@ -197,12 +200,14 @@ def build_jobs(
                     merge_objects=index.single_object,
                     void=void,
                     bound_th=bound_th,
+                    matching=matching,
                 )
             )
     else:
         from vidseg.data.youtube_vos import YouTubeVOSIndex
 
         index = YouTubeVOSIndex(gt_root, split=split, sequences=sequences)
+        semi_windows = task == "semi-supervised" or matching == "first-frame"
         for name in index.names:
             seq = index.sequence(name)
             annotated = sorted(seq.mask_paths, key=natural_key)
@@ -212,12 +217,13 @@ def build_jobs(
             for object_id, info in seq.objects.items():
                 if info.first_frame in annotated:
                     first = annotated.index(info.first_frame)
-                    start = first + 1 if task == "semi-supervised" else first
-                else:  # first appearance on a frame without a PNG: score from the next annotated frame on
+                    start = first + 1 if semi_windows else first
+                else:  # first appearance on a frame without a PNG: score (and match) from the next annotated frame on
                     key = natural_key(info.first_frame)
                     later = [i for i, f in enumerate(annotated) if natural_key(f) > key]
-                    start = later[0] if later else len(annotated)
-                specs.append((object_id, start, len(annotated), info.category, index.is_seen(info.category)))
+                    first = start = later[0] if later else len(annotated)
+                match_at = first if matching == "first-frame" and first < len(annotated) else None
+                specs.append((object_id, start, len(annotated), info.category, index.is_seen(info.category), match_at))
             folder = _result_folder(results_dir, name, dataset) or results_dir / name
             jobs.append(
                 SequenceJob(
@@ -229,6 +235,7 @@ def build_jobs(
                     objects=tuple(specs),
                     void=void,
                     bound_th=bound_th,
+                    matching=matching,
                 )
             )
     if not jobs:
@@ -315,6 +322,7 @@ def evaluate(
     sequences: list[str] | None = None,
     analyses: bool = True,
     progress: bool | None = None,
+    matching: str = "sequence",
 ) -> EvaluationResult:
     """Score a results folder against a DAVIS or YouTube-VOS ground truth.
 
@@ -324,6 +332,10 @@ def evaluate(
         results_dir: one folder of PNG masks per sequence (``<seq>/<frame>.png``; on YouTube-VOS
             ``Annotations/<vid>/`` also works).
         task: ``"semi-supervised"`` or ``"unsupervised"``.
+        matching: unsupervised task only: ``"sequence"`` (default, the DAVIS protocol: proposals
+            matched to objects on the whole sequence) or ``"first-frame"`` (the RVOS paper's zero-shot
+            protocol: matched on the first frame's J, then scored as semi-supervised); see
+            :mod:`vidseg.evaluation.scoring`.
         dataset: ``"davis"`` or ``"youtube-vos"``.
         split: DAVIS ``ImageSets/<year>/<split>.txt`` name, or the YouTube-VOS split
             (``train``, ``valid``, ``train-80``, ``val-20``).
@@ -336,7 +348,8 @@ def evaluate(
     Raises:
         VidsegError: one line naming the sequence / frame and what is wrong, before any partial score.
     """
-    job_list = build_jobs(gt_root, results_dir, task, dataset, split, year, resolution, void, bound_th, sequences)
+    job_list = build_jobs(gt_root, results_dir, task, dataset, split, year, resolution, void, bound_th, sequences,
+                          matching)
     results = run_jobs(job_list, jobs, progress)
     objects = [o for s in results for o in s.objects]
     result = EvaluationResult(
@@ -352,6 +365,7 @@ def evaluate(
             "resolution": resolution if dataset == "davis" else None,
             "void": void,
             "bound_th": bound_th,
+            "matching": matching if task == "unsupervised" else None,
         },
     )
     if analyses:

@@ -53,6 +53,13 @@ def _object_keys(result: EvaluationResult) -> list[str]:
     return keys
 
 
+def _protocol(result: EvaluationResult) -> str:
+    """The task as titles print it, naming first-frame matching (the default sequence matching is implied)."""
+    if result.settings.get("matching") == "first-frame":
+        return f"{result.task}, first-frame matching"
+    return result.task
+
+
 def _table(header: list[str], rows: list[list[str]], left: int = 0) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
@@ -72,7 +79,7 @@ def format_global_table(result: EvaluationResult, decimals: int = 3) -> str:
     keys = _global_keys(result)
     body = _table(keys, [[_fmt(result.global_metrics.get(k), decimals) for k in keys]])
     width = len(body.splitlines()[0])
-    return f"{_banner(f'Global results for {result.task} ({result.split})', width)}\n{body}"
+    return f"{_banner(f'Global results for {_protocol(result)} ({result.split})', width)}\n{body}"
 
 
 def format_sequence_table(result: EvaluationResult, decimals: int = 3) -> str:
@@ -88,7 +95,7 @@ def format_sequence_table(result: EvaluationResult, decimals: int = 3) -> str:
         rows.append(row)
     body = _table(keys, rows, left=1)
     width = len(body.splitlines()[0])
-    return f"{_banner(f'Per sequence results for {result.task} ({result.split})', width)}\n{body}"
+    return f"{_banner(f'Per sequence results for {_protocol(result)} ({result.split})', width)}\n{body}"
 
 
 def global_csv(result: EvaluationResult, decimals: int = 9) -> str:
@@ -138,7 +145,7 @@ def plot_report(result: EvaluationResult, out_dir: str | os.PathLike) -> list[Pa
     out_dir = Path(out_dir)
     paths = []
     sequences = result.sequences
-    title = f"{result.dataset} {result.split} ({result.task})"
+    title = f"{result.dataset} {result.split} ({_protocol(result)})"
 
     # per-sequence J&F
     names = [s.name for s in sequences]

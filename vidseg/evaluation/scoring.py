@@ -6,14 +6,25 @@ holds ids 3, 4, 5 is scored on objects 1..5, objects 1 and 2 counting from their
 scoring J = F = 1 on frames where they are absent from both masks); a result id missing from a frame
 is an empty mask; a result id above that maximum is an error.
 
-**DAVIS unsupervised**: every frame is scored; proposals are the result ids ``1 .. max id over all
-result frames`` (at most 20); when there are fewer proposals than objects, empty proposals are added,
-as the toolkit does. J and F are computed for every proposal x object pair and frame, and the
-proposals are assigned to the objects by the Hungarian algorithm on the per-pair mean over frames of
-``(J + F) / 2``. An object without a real proposal is therefore scored against an empty mask (0 where
-it is visible, 1 on frames where it is absent), exactly as the toolkit scores it. The per-object rows
-come in the toolkit's order and naming: sorted by the matched proposal id, named ``<seq>_<i>`` by
-position (the row also records the GT ``object_id`` and the ``proposal_id``).
+**DAVIS unsupervised**: proposals are the result ids ``1 .. max id over all result frames`` (at most
+20); when there are fewer proposals than objects, empty proposals are added, as the toolkit does. J
+and F are computed for every proposal x object pair and frame; how proposals are assigned to objects
+is the ``matching``:
+
+* ``"sequence"`` (default, the official DAVIS protocol): every frame is scored, and proposals are
+  assigned by the Hungarian algorithm on the per-pair mean over frames of ``(J + F) / 2``. An object
+  without a real proposal is therefore scored against an empty mask (0 where it is visible, 1 on
+  frames where it is absent), exactly as the toolkit scores it. The per-object rows come in the
+  toolkit's order and naming: sorted by the matched proposal id, named ``<seq>_<i>`` by position (the
+  row also records the GT ``object_id`` and the ``proposal_id``).
+* ``"first-frame"`` (the zero-shot protocol of RVOS, Ventura et al. CVPR 2019: the first annotation
+  only tells which proposal is which object): the Hungarian algorithm on the first frame's J (IoU)
+  alone; then each object is scored against its proposal exactly as the semi-supervised protocol
+  scores it (same objects, first and last frames excluded, rows ``<seq>_<object_id>`` in object
+  order, with the ``proposal_id`` recorded). The first frame is scored only to match. An object left
+  without a real proposal is scored against an added empty one, as above. Ties (e.g. an object that
+  no proposal overlaps on the first frame, or one absent from it) are resolved as scipy's
+  ``linear_sum_assignment`` resolves them: the same way for the same masks, by no rule of ours.
 
 **DAVIS 2016** (``year="2016"``): single-object; every non-void id of the ground truth and of the
 results is merged into object 1.
@@ -25,7 +36,9 @@ inclusive. The first-appearance frame is excluded as the YouTube-VOS server does
 kept. Objects are the ``meta.json`` objects; a result id that is not one of them is an error.
 Seen / unseen objects are reported separately; ``Overall`` is the mean of J-seen, J-unseen, F-seen
 and F-unseen (of those that exist). With ``task="unsupervised"`` the same frames are used but each
-object's window starts at its first-appearance frame and proposals are matched as on DAVIS.
+object's window starts at its first-appearance frame and proposals are matched as on DAVIS; with
+first-frame matching each object is matched on its first annotated frame (its first-appearance frame,
+or the next annotated one when that frame has no PNG) and scored on the semi-supervised window.
 
 Ground truth never needs the JPEG frames, and any resolution works: the boundary tolerance follows
 the frame size.
@@ -52,13 +65,19 @@ from vidseg.evaluation.metrics import (
 from vidseg.evaluation.results import ObjectResult, SequenceResult
 
 TASKS = ("semi-supervised", "unsupervised")
+MATCHINGS = ("sequence", "first-frame")
 MAX_PROPOSALS = 20
 VOID_MODES = ("exclude", "background")
 
 
-def _check_task(task: str) -> None:
+def _check_task(task: str, matching: str = "sequence") -> None:
     if task not in TASKS:
         raise VidsegError(f"unknown task {task!r}", fix=f"use one of {', '.join(TASKS)}")
+    if matching not in MATCHINGS:
+        raise VidsegError(f"unknown matching {matching!r}", fix=f"use one of {', '.join(MATCHINGS)}")
+    if matching != "sequence" and task != "unsupervised":
+        raise VidsegError(f"{matching} matching applies to the unsupervised task only",
+                          fix="use task 'unsupervised', or the default matching 'sequence'")
 
 
 def _check_void(void: str) -> None:
@@ -73,6 +92,17 @@ class _ObjectSpec:
     stop: int  # last scored position + 1
     category: str | None = None
     seen: bool | None = None
+    match_at: int | None = None  # first-frame matching: the position proposals are matched on
+
+
+def _davis_window(
+    n_frames: int, task: str, matching: str, exclude_first_last: bool | None = None
+) -> tuple[int, int, int | None]:
+    """``(start, stop, match_at)`` of every object of a DAVIS sequence (see :class:`_ObjectSpec`)."""
+    semi_frames = task == "semi-supervised" or matching == "first-frame"
+    skip = semi_frames if exclude_first_last is None else exclude_first_last
+    start, stop = (1, n_frames - 1) if skip else (0, n_frames)
+    return start, max(start, stop), 0 if matching == "first-frame" else None
 
 
 def _score_stream(
@@ -83,8 +113,13 @@ def _score_stream(
     task: str,
     void: str,
     bound_th: float,
+    matching: str = "sequence",
 ) -> SequenceResult:
-    """Score ``(position, gt, pred)`` frames (already validated) and build the per-object results."""
+    """Score ``(position, gt, pred)`` frames (already validated) and build the per-object results.
+
+    ``pairs`` must hold every position of the objects' windows and, with first-frame matching, their
+    ``match_at`` positions.
+    """
     n_frames = len(frames)
     n_obj = len(objects)
     ids = [o.object_id for o in objects]
@@ -100,7 +135,7 @@ def _score_stream(
         if radius is None:
             shape = gt.shape
             radius = boundary_radius(gt.shape, bound_th)
-        active = [k for k, o in enumerate(objects) if o.start <= position < o.stop]
+        active = [k for k, o in enumerate(objects) if o.start <= position < o.stop or position == o.match_at]
         if not active:
             continue
         gt_ids = [ids[k] for k in active]
@@ -139,6 +174,21 @@ def _score_stream(
         for k, spec in enumerate(objects):
             window = slice(spec.start, min(spec.stop, n_frames))
             results.append(make(k, j_all[window, k], f_all[window, k], f"{name}_{spec.object_id}", None))
+    elif n_obj and matching == "first-frame":
+        from scipy.optimize import linear_sum_assignment
+
+        n_rows = max(max_proposal, n_obj)
+        # per pair: J on the object's matching frame (0 for an object with no annotated frame), (proposal, object)
+        first_j = np.zeros((n_rows, n_obj))
+        for k, spec in enumerate(objects):
+            if spec.match_at is not None:
+                first_j[:, k] = j_all[spec.match_at, :n_rows, k]
+        rows, cols = linear_sum_assignment(-first_j)  # n_rows >= n_obj: every object gets a proposal
+        proposal_of = dict(zip(cols.tolist(), rows.tolist()))
+        for k, spec in enumerate(objects):
+            p = proposal_of[k]
+            window = slice(spec.start, min(spec.stop, n_frames))
+            results.append(make(k, j_all[window, p, k], f_all[window, p, k], f"{name}_{spec.object_id}", p + 1))
     elif n_obj:
         from scipy.optimize import linear_sum_assignment
 
@@ -215,6 +265,7 @@ def evaluate_sequence_arrays(
     void: str = "exclude",
     bound_th: float = BOUND_TH,
     exclude_first_last: bool | None = None,
+    matching: str = "sequence",
 ) -> SequenceResult:
     """Score one sequence given as arrays, with the DAVIS protocol of ``task``.
 
@@ -222,12 +273,17 @@ def evaluate_sequence_arrays(
         gt: ``(T, H, W)`` uint8 ground-truth id maps (0 background, 255 void).
         pred: ``(T, H, W)`` uint8 result id maps.
         task: ``"semi-supervised"`` (objects = 1..max id of ``gt[0]``; first and last frames excluded
-            unless ``exclude_first_last=False``) or ``"unsupervised"`` (all frames, Hungarian matching
-            of up to 20 proposals).
+            unless ``exclude_first_last=False``) or ``"unsupervised"`` (up to 20 proposals, Hungarian
+            matching).
         name: sequence name used in the object names (``<name>_<k>``).
         void: ``"exclude"`` or ``"background"`` (see :func:`vidseg.evaluation.metrics.score_frame`).
+        exclude_first_last: leave the first and last frames out of the means (default: yes for the
+            semi-supervised task and first-frame matching, no for sequence matching).
+        matching: unsupervised task only: ``"sequence"`` (the DAVIS protocol: all frames, matching on
+            the mean over frames of ``(J + F) / 2``) or ``"first-frame"`` (the RVOS paper's: matching on
+            the J of ``gt[0]``, then the semi-supervised scoring); see :mod:`vidseg.evaluation.scoring`.
     """
-    _check_task(task)
+    _check_task(task, matching)
     _check_void(void)
     gt = np.asarray(gt)
     pred = np.asarray(pred)
@@ -248,17 +304,12 @@ def evaluate_sequence_arrays(
     if n_frames == 0:
         return SequenceResult(name, 0, [])
     n_obj = _first_annotation_objects(gt[0])
-    if task == "semi-supervised":
-        skip = True if exclude_first_last is None else exclude_first_last
-        start, stop = (1, n_frames - 1) if skip else (0, n_frames)
-    else:
-        skip = False if exclude_first_last is None else exclude_first_last
-        start, stop = (1, n_frames - 1) if skip else (0, n_frames)
-    objects = [_ObjectSpec(k, start, max(stop, start)) for k in range(1, n_obj + 1)]
+    start, stop, match_at = _davis_window(n_frames, task, matching, exclude_first_last)
+    objects = [_ObjectSpec(k, start, stop, match_at=match_at) for k in range(1, n_obj + 1)]
 
     def stream():
-        for position in range(start, stop):
+        for position in range(start if match_at is None else match_at, stop):
             _validate_pred(pred[position], gt[position], n_obj, task, name, frames[position], None)
             yield position, gt[position], pred[position]
 
-    return _score_stream(name, frames, objects, stream(), task, void, bound_th)
+    return _score_stream(name, frames, objects, stream(), task, void, bound_th, matching)
