@@ -46,6 +46,55 @@ def tiny_network(name: str, **overrides):
     return build_model(preset(name, **{**TINY_NETWORK, **overrides})).eval()
 
 
+# Tiny RVOS sizes for CPU tests.
+TINY_RVOS = {"backbone": "convnet-tiny", "slots": 4, "projections": (16, 16, 8, 8), "hidden": (16, 8, 8, 4)}
+
+
+def tiny_rvos(mode: str = "zero-shot", **overrides):
+    """A seeded tiny RVOS network (train mode)."""
+    import torch
+
+    from vidseg.models.rvos import RVOSConfig, build_model
+
+    torch.manual_seed(0)
+    return build_model(RVOSConfig(mode=mode, **{**TINY_RVOS, **overrides}))
+
+
+def clip_batch(frames: list[np.ndarray], masks: list[np.ndarray], slots: int = 10) -> dict:
+    """One all-object training clip (as :class:`~vidseg.data.clips.ClipDataset` gives it) from RGB frames and id masks."""
+    import torch
+
+    ids = sorted({int(i) for m in masks[:1] for i in np.unique(m) if i})
+    valid = torch.zeros(1, slots, dtype=torch.bool)
+    valid[0, : len(ids)] = True
+    length = len(frames)
+    return {
+        "frames": torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)[None].float() / 255.0,
+        "masks": torch.from_numpy(np.stack(masks).astype(np.int64))[None],
+        "void": torch.zeros(1, length, *masks[0].shape, dtype=torch.bool),
+        "labelled": torch.ones(1, length, dtype=torch.bool),
+        "frame_valid": torch.ones(1, length, dtype=torch.bool),
+        "object_valid": valid,
+    }
+
+
+def overfit_rvos(model, batch: dict, steps: int, lr: float = 1e-2, sampling_probability: float = 0.0) -> list[float]:
+    """Train ``model`` on one clip; returns the losses."""
+    import torch
+
+    from vidseg.training.rvos import unroll_rvos
+
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    losses = []
+    for step in range(steps):
+        loss, _ = unroll_rvos(model, batch, sampling_probability, torch.Generator().manual_seed(step))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS_240P = SHARED / "data" / "davis2016-train-240p"
 

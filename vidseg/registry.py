@@ -86,6 +86,11 @@ _BUILTIN = (
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),
+    MethodSpec("rvos", "recurrent multi-object VOS: object slots with spatial + temporal ConvLSTMs; one-shot "
+               "(masks given) or zero-shot (discovers objects) by its checkpoint",
+               propagator="vidseg.inference.rvos:build_rvos_propagator", config="vidseg.models.rvos:RVOSConfig",
+               model="vidseg.models.rvos:build_model", trainer="vidseg.training.rvos:RVOSAdapter", zero_shot=True,
+               options=("max_side", "device", "dtype")),
 )
 
 _methods: dict[str, MethodSpec] = {}

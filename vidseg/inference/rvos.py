@@ -1,0 +1,252 @@
+"""Running an RVOS network inside an :class:`~vidseg.inference.session.InferenceSession`.
+
+Each object lives in one of the network's slots. The per-video state is the slots' temporal state, their
+previous masks (one-shot) and which track each slot carries, so memory does not depend on the video's length.
+
+* **One-shot** networks follow the objects given as masks: a new object takes the lowest free slot and, as in
+  the official code, the frame where it is given is run again with its mask as the slot's previous mask;
+  the next frame gets that mask too, later frames the slot's own soft output. Only the slots up to the last
+  occupied one run (the later slots cannot change them).
+* **Zero-shot** networks discover objects: every slot runs; a slot becomes a track the first time its mask
+  (probability >= 0.5) covers ``min_area`` pixels of the working frame (and, with the objectness head, its
+  score is >= 0.5) and keeps that track id for the rest of the video; the slots are fused by a per-pixel
+  argmax where the winning probability is >= 0.5. Given masks (``vidseg segment --mask``) instead pick, by
+  the Hungarian algorithm on IoU, the slot that follows each given object (the paper's first-frame matching);
+  from then on only those slots are reported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from vidseg.constants import DTYPE_NAMES
+from vidseg.inference.recurrent import working_size_multiple_of_32
+from vidseg.inference.session import FrameUpdate, Prediction, Propagator
+from vidseg.models.checkpoint import model_from_checkpoint, working_side
+from vidseg.models.optimize import optimize_for_inference
+
+FREE = 0  # a slot without a track
+REMOVED = -1  # a zero-shot slot whose track the user removed: never reported again
+
+
+@dataclass
+class RVOSState:
+    slot_tracks: list[int]  # the track of each slot, FREE or REMOVED
+    temporal: dict[str, Tensor] | None = None  # network temporal state, (1, slots, C, h, w) per entry
+    previous: Tensor | None = None  # (1, slots, h, w) previous masks (one-shot)
+    highest: int = 0  # the highest track id seen
+    bound: bool = False  # zero-shot with given masks: only the matched slots are reported
+    pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
+
+
+class RVOSPropagator(Propagator):
+    """A trained :class:`~vidseg.models.rvos.RVOS` network as a session method.
+
+    Args:
+        model: the network (e.g. from :func:`~vidseg.models.checkpoint.load_model`).
+        device, dtype: where and in which precision it runs (``float32``, ``bfloat16``, ``float16``).
+        max_side: the working resolution's longer side (rounded to multiples of 32).
+        optimize: fold BatchNorm and use channels-last (same function, faster).
+        min_area: zero-shot: the pixels (at the working size) a slot's mask needs to become a track.
+    """
+
+    name = "rvos"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        max_side: int = 448,
+        dtype: str = "float32",
+        optimize: bool = True,
+        min_area: int = 32,
+    ):
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, dtype)
+        self.optimize = optimize
+        self.max_side = int(max_side)
+        self.min_area = int(min_area)
+        self.cfg = model.cfg
+        self.one_shot = model.cfg.one_shot
+        self.discovers_objects = not self.one_shot
+        self.model = optimize_for_inference(model.to(self.device), fold_bn=optimize, channels_last=optimize, dtype=self.dtype)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        return working_size_multiple_of_32(height, width, self.max_side)
+
+    def new_state(self) -> RVOSState:
+        return RVOSState([FREE] * self.cfg.slots)
+
+    # ------------------------------------------------------------------ per frame
+    def _encode(self, frame: np.ndarray) -> list[Tensor]:
+        x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None].to(self.dtype) / 255.0
+        if self.optimize:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model.encode(x)
+
+    def _running(self, state: RVOSState) -> int:
+        """How many slots run: all (zero-shot), or up to the last occupied one (one-shot)."""
+        if not self.one_shot:
+            return self.cfg.slots
+        occupied = [s for s, track in enumerate(state.slot_tracks) if track > 0]
+        return occupied[-1] + 1 if occupied else 0
+
+    def _decode(self, state: RVOSState, features: list[Tensor], previous: Tensor | None, running: int,
+                size: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """Slot probabilities (running, h, w) float32, the full-width temporal state after this frame, and the
+        objectness probabilities (or None)."""
+        out = self.model.decode(features, state.temporal, previous, slots=running, output_size=size)
+        temporal = self.model.zero_temporal(features, self.cfg.slots) if state.temporal is None else state.temporal
+        merged = {key: torch.cat([out.temporal[key], value[:, running:].to(out.temporal[key].dtype)], dim=1)
+                  for key, value in temporal.items()}
+        objectness = None if out.objectness is None else torch.sigmoid(out.objectness[0].float())
+        return torch.sigmoid(out.logits[0].float()), merged, objectness
+
+    def propagate(self, state: RVOSState, frame: np.ndarray) -> Prediction:
+        size = frame.shape[:2]
+        running = self._running(state)
+        if running == 0:
+            return Prediction.empty(*size)
+        with torch.inference_mode():
+            features = self._encode(frame)
+            previous = state.previous[:, :running] if self.one_shot else None
+            probabilities, temporal, objectness = self._decode(state, features, previous, running, size)
+        state.pending = {"features": features, "probabilities": probabilities, "temporal": temporal}
+        maps = probabilities.cpu().numpy()
+        scores = None if objectness is None else objectness.cpu().numpy()
+        if self.one_shot or state.bound:
+            slots = [s for s in range(running) if state.slot_tracks[s] > 0]
+            return Prediction([state.slot_tracks[s] for s in slots], maps[slots],
+                              None if scores is None else scores[slots])
+        return self._discover(state, maps, scores)
+
+    def _discover(self, state: RVOSState, maps: np.ndarray, scores: np.ndarray | None) -> Prediction:
+        """Zero-shot: the slots that hold an object, fused by argmax where the winner is >= 0.5."""
+        winner = maps.argmax(axis=0)
+        confident = maps.max(axis=0) >= 0.5
+        slots, fused = [], []
+        for s in range(len(maps)):
+            region = confident & (winner == s)
+            if state.slot_tracks[s] == REMOVED or (scores is not None and scores[s] < 0.5):
+                continue
+            if state.slot_tracks[s] == FREE:
+                if int(region.sum()) < self.min_area:
+                    continue
+                state.highest += 1
+                state.slot_tracks[s] = state.highest
+            slots.append(s)
+            fused.append(region.astype(np.float32))
+        probabilities = np.stack(fused) if fused else np.zeros((0, *maps.shape[1:]), np.float32)
+        return Prediction([state.slot_tracks[s] for s in slots], probabilities,
+                          None if scores is None else scores[slots], exclusive=True)
+
+    def commit(self, state: RVOSState, frame: np.ndarray, update: FrameUpdate) -> None:
+        state.highest = max([state.highest, *update.tracks])
+        for track in update.removed:
+            if track in state.slot_tracks:
+                state.slot_tracks[state.slot_tracks.index(track)] = FREE if self.one_shot else REMOVED
+        pending, state.pending = state.pending, None
+        given = {track: update.probabilities[k] for k, track in enumerate(update.tracks) if track in update.given}
+        with torch.inference_mode():
+            if self.one_shot:
+                self._commit_one_shot(state, frame, pending, given)
+            else:
+                if given:
+                    self._bind(state, pending["probabilities"].cpu().numpy(), given)
+                state.temporal = pending["temporal"]
+
+    def _commit_one_shot(self, state: RVOSState, frame: np.ndarray, pending: dict[str, Any] | None,
+                         given: dict[int, np.ndarray]) -> None:
+        size = frame.shape[:2]
+        if state.previous is None:
+            state.previous = torch.zeros((1, self.cfg.slots, *size), dtype=self.dtype, device=self.device)
+        previous = state.previous.clone()
+        if pending is not None:  # the slots' own soft outputs become their previous masks
+            running = pending["probabilities"].shape[0]
+            previous[0, :running] = pending["probabilities"].to(self.dtype)
+        for s, track in enumerate(state.slot_tracks):
+            if track == FREE:
+                previous[0, s] = 0
+        if given:
+            for track, mask in given.items():
+                if track in state.slot_tracks:
+                    slot = state.slot_tracks.index(track)
+                elif FREE in state.slot_tracks:
+                    slot = state.slot_tracks.index(FREE)
+                    state.slot_tracks[slot] = track
+                    state.temporal = _clear_slot(state.temporal, slot)  # it may have held a removed object
+                else:
+                    raise ValueError(f"this RVOS network follows at most {self.cfg.slots} objects at once")
+                previous[0, slot] = torch.from_numpy(mask).to(self.device, self.dtype)
+            # Run the frame again with the given masks as the previous masks (the official first frame).
+            running = self._running(state)
+            features = pending["features"] if pending is not None else self._encode(frame)
+            probabilities, state.temporal, _ = self._decode(state, features, previous[:, :running], running, size)
+            given_slots = [state.slot_tracks.index(track) for track in given]
+            own = [s for s in range(running) if s not in given_slots]
+            previous[0, own] = probabilities[own].to(self.dtype)
+        elif pending is not None:
+            state.temporal = pending["temporal"]
+        state.previous = previous
+
+    def _bind(self, state: RVOSState, maps: np.ndarray, given: dict[int, np.ndarray]) -> None:
+        """Zero-shot with given masks: the slot of each given object by the Hungarian algorithm on IoU."""
+        slots = maps >= 0.5
+        tracks = list(given)
+        masks = np.stack([given[t] > 0.5 for t in tracks])
+        inter = np.einsum("shw,ghw->sg", slots.astype(np.float32), masks.astype(np.float32))
+        union = slots.sum((1, 2))[:, None] + masks.sum((1, 2))[None, :] - inter
+        if len(tracks) > len(slots):
+            raise ValueError(f"this RVOS network follows at most {self.cfg.slots} objects at once")
+        rows, cols = linear_sum_assignment(-(inter / np.maximum(union, 1)))
+        if not state.bound:
+            state.slot_tracks = [FREE if t > 0 else t for t in state.slot_tracks]
+            state.bound = True
+        for slot, k in zip(rows, cols):
+            if tracks[k] in state.slot_tracks:
+                state.slot_tracks[state.slot_tracks.index(tracks[k])] = FREE
+            state.slot_tracks[slot] = tracks[k]
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self, state: RVOSState) -> dict[str, Any]:
+        return {"slot_tracks": list(state.slot_tracks), "temporal": dict(state.temporal or {}),
+                "previous": state.previous, "highest": state.highest, "bound": state.bound}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> RVOSState:
+        if len(saved["slot_tracks"]) != self.cfg.slots:
+            raise ValueError(f"the saved state has {len(saved['slot_tracks'])} slots, this network {self.cfg.slots}")
+        temporal = {key: value.to(self.device) for key, value in saved["temporal"].items()} or None
+        previous = None if saved["previous"] is None else saved["previous"].to(self.device)
+        return RVOSState([int(t) for t in saved["slot_tracks"]], temporal, previous, int(saved["highest"]),
+                         bool(saved["bound"]))
+
+
+def _clear_slot(temporal: dict[str, Tensor] | None, slot: int) -> dict[str, Tensor] | None:
+    """``temporal`` with the slot's state zeroed (new tensors: saved states may share the old ones)."""
+    if temporal is None:
+        return None
+    cleared = {key: value.clone() for key, value in temporal.items()}
+    for value in cleared.values():
+        value[:, slot] = 0
+    return cleared
+
+
+def build_rvos_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> RVOSPropagator:
+    """The registry's builder: a propagator for checked checkpoint ``content``; ``max_side`` (when not given
+    or None) is the one the checkpoint was trained for."""
+    if options.get("max_side") is None:
+        options["max_side"] = working_side(content)
+    device = options.pop("device", "cpu")
+    return RVOSPropagator(model_from_checkpoint(content, source).to(device), device=device, **options)
+
+
+__all__ = ["RVOSPropagator", "RVOSState", "build_rvos_propagator"]
