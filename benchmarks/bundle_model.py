@@ -38,8 +38,9 @@ LICENCE = ("DAVIS-2016 frames and masks: CC BY-NC 4.0 (non-commercial; see davis
 def heldout_scores(checkpoint: Path, index: DavisIndex, root: Path, year: str, max_side: int) -> dict:
     args = argparse.Namespace(root=root, split="train", year=year)
     with tempfile.TemporaryDirectory() as tmp:
-        network = score("network", build_propagator(checkpoint=str(checkpoint), max_side=max_side), index, args, Path(tmp))
-        flow = score("flow", FlowPropagator(), index, args, Path(tmp))
+        network = score("network", build_propagator(checkpoint=str(checkpoint), max_side=max_side), index, args,
+                        Path(tmp))[0]
+        flow = score("flow", FlowPropagator(), index, args, Path(tmp))[0]
     keep = ("J&F", "J", "F", "J-early", "J-late", "F-early", "F-late", "frames/s")
     return {**{k: round(network[k], 4) for k in keep}, **{f"flow {k}": round(flow[k], 4) for k in keep},
             "per-sequence": {k: round(v, 4) for k, v in network["per-sequence"].items()},

@@ -6,7 +6,8 @@ analyses (early t < 10 vs late t > 20 frames; frames after a first full occlusio
 
     python benchmarks/eval_trained.py --root ../shared/data/davis2016-train-240p --year 2016 \\
         --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt \\
-        --runnable flow --runnable match [--online-steps 20] [--record vidseg/weights/heldout.json]
+        --runnable flow --runnable match [--online-steps 20] [--record vidseg/weights/heldout.json] \\
+        [--zero-shot rvos=runs/rvos_zero_shot/best.pt]
 
 ``--record`` writes the weightless methods' scores to the table ``vidseg segment`` chooses its default from.
 """
@@ -37,26 +38,42 @@ def val_sequences(config: Path) -> list[str]:
     return list(values["data"]["val"]["sequences"])
 
 
-def score(name, propagator, index: DavisIndex, args, tmp: Path) -> dict:
+def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) -> float:
+    """Segment every sequence (from its first-frame mask, or with none); returns frames/s."""
     frames, seconds = 0, 0.0
-    out_root = tmp / name
     for sequence in index:
+        masks = [] if zero_shot else [sequence.mask_paths[sequence.frame_names[0]]]
         start = time.perf_counter()
-        result = segment_video(sequence.frame_paths[0].parent, [sequence.mask_paths[sequence.frame_names[0]]],
-                               out_root / sequence.name, method=propagator, progress=False)
+        result = segment_video(sequence.frame_paths[0].parent, masks, out_root / sequence.name, method=propagator,
+                               progress=False)
         seconds += time.perf_counter() - start
         frames += result.num_frames
-    scores = evaluate(args.root, out_root, task="semi-supervised", dataset="davis", split=args.split, year=args.year,
-                      resolution=index.resolution, sequences=[s.name for s in index])
-    g, length, occlusion = scores.global_metrics, scores.analyses["length"], scores.analyses["occlusion"]["0"]
-    return {
-        "method": name,
-        "J&F": g["J&F-Mean"], "J": g["J-Mean"], "F": g["F-Mean"],
-        "J-early": length["J-early"], "J-late": length["J-late"], "F-early": length["F-early"], "F-late": length["F-late"],
-        "J&F-after-occlusion": occlusion["J&F-Mean"], "occluded-objects": occlusion["n_objects"],
-        "frames/s": frames / seconds,
-        "per-sequence": {s.name: s.jf_mean for s in scores.sequences},
-    }
+    return frames / seconds
+
+
+def score(name, propagator, index: DavisIndex, args, tmp: Path, zero_shot: bool = False) -> list[dict]:
+    """One row (semi-supervised), or two for a zero-shot run: the DAVIS unsupervised protocol and the RVOS
+    paper's first-frame matching."""
+    out_root = tmp / name
+    speed = segment_all(propagator, index, out_root, zero_shot)
+    protocols = [("unsupervised", "sequence", " (zero-shot, DAVIS unsupervised)"),
+                 ("unsupervised", "first-frame", " (zero-shot, first-frame matching)")] if zero_shot else \
+        [("semi-supervised", "sequence", "")]
+    rows = []
+    for task, matching, label in protocols:
+        scores = evaluate(args.root, out_root, task=task, matching=matching, dataset="davis", split=args.split,
+                          year=args.year, resolution=index.resolution, sequences=[s.name for s in index])
+        g, length, occlusion = scores.global_metrics, scores.analyses["length"], scores.analyses["occlusion"]["0"]
+        rows.append({
+            "method": name + label,
+            "J&F": g["J&F-Mean"], "J": g["J-Mean"], "F": g["F-Mean"],
+            "J-early": length["J-early"], "J-late": length["J-late"], "F-early": length["F-early"],
+            "F-late": length["F-late"],
+            "J&F-after-occlusion": occlusion["J&F-Mean"], "occluded-objects": occlusion["n_objects"],
+            "frames/s": speed,
+            "per-sequence": {s.name: s.jf_mean for s in scores.sequences},
+        })
+    return rows
 
 
 def fmt(value) -> str:
@@ -74,6 +91,9 @@ def main() -> None:
     parser.add_argument("--method", action="append", default=[], metavar="NAME=CHECKPOINT")
     parser.add_argument("--runnable", action="append", default=[], metavar="NAME",
                         help="also score this method with its defaults (flow, match, a bundled network)")
+    parser.add_argument("--zero-shot", action="append", default=[], metavar="NAME[=CHECKPOINT]",
+                        help="segment with no mask (a zero-shot checkpoint, or a bundled zero-shot method) and score "
+                        "with the DAVIS unsupervised protocol and with first-frame matching")
     parser.add_argument("--record", type=Path, help="write the --runnable scores as a held-out table (heldout.json)")
     parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
     parser.add_argument("--online-steps", type=int, default=0,
@@ -92,13 +112,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.method:
             name, _, checkpoint = spec.partition("=")
-            rows.append(score(name, build_propagator(checkpoint=checkpoint, max_side=args.max_side), index, args, Path(tmp)))
+            rows += score(name, build_propagator(checkpoint=checkpoint, max_side=args.max_side), index, args, Path(tmp))
             if args.online_steps:
                 tuned = build_propagator(checkpoint=checkpoint, max_side=args.max_side, online_steps=args.online_steps,
                                         online_lr=args.online_lr)
-                rows.append(score(f"{name}+OL{args.online_steps}", tuned, index, args, Path(tmp)))
+                rows += score(f"{name}+OL{args.online_steps}", tuned, index, args, Path(tmp))
         for name in args.runnable:
-            rows.append(score(name, build_propagator(name), index, args, Path(tmp)))
+            rows += score(name, build_propagator(name), index, args, Path(tmp))
+        for spec in args.zero_shot:
+            name, _, checkpoint = spec.partition("=")
+            propagator = build_propagator(name if not checkpoint else None, checkpoint or None, max_side=args.max_side)
+            rows += score(name, propagator, index, args, Path(tmp), zero_shot=True)
     header = ["method", "J&F", "J", "F", "J early", "J late", "F early", "F late", "J&F after occlusion", "frames/s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -86,6 +86,9 @@ def test_davis2017_conformance_gt_multi_object_and_2016_merge():
     assert set(np.unique(merged.load_mask(gold.mask_paths["00000"]))) == {0, 1}
     unsup = DavisIndex(CONFORMANCE, year="2017", split="val", resolution="480p", task="unsupervised")
     assert unsup.annotation_dir.parent.name == "Annotations_unsupervised" and len(unsup) == 10
+    # DAVIS 2016 (one foreground object per video) scores the unsupervised task on its only annotations
+    unsup_2016 = DavisIndex(CONFORMANCE, year="2016", resolution="480p", task="unsupervised", sequences=["judo"])
+    assert unsup_2016.annotation_dir.parent.name == "Annotations"
 
 
 # ---------------------------------------------------------------------------- DAVIS, fixtures

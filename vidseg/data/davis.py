@@ -29,7 +29,8 @@ class DavisIndex:
         split: name of a file in ``ImageSets/<year>/`` (``train``, ``val``, ``test-dev``); when that
             folder is absent every annotated sequence is used.
         resolution: ``"480p"``, ``"Full-Resolution"``, ``"240p"``, ...; ``None`` picks the only one.
-        task: ``"semi-supervised"`` (``Annotations``) or ``"unsupervised"`` (``Annotations_unsupervised``).
+        task: ``"semi-supervised"`` (``Annotations``) or ``"unsupervised"`` (``Annotations_unsupervised``; DAVIS
+            2016 has one foreground object per video and scores both tasks on ``Annotations``).
         sequences: restrict to these sequence names.
     """
 
@@ -50,7 +51,8 @@ class DavisIndex:
             raise VidsegError(f"unknown task {task!r}", fix=f"use one of {', '.join(TASKS)}")
         self.task = task
         self.split = split
-        annotations = self.root / ("Annotations" if task == "semi-supervised" else "Annotations_unsupervised")
+        own_folder = task == "unsupervised" and self.year == "2017"
+        annotations = self.root / ("Annotations_unsupervised" if own_folder else "Annotations")
         if not annotations.is_dir():
             raise VidsegError("no DAVIS annotation folder", annotations, "point --gt/root at a DAVIS root")
         self.resolution = resolution or self._only_resolution(annotations)

@@ -68,15 +68,17 @@ class MethodChoice:
 
 def heldout_scores() -> tuple[dict[str, float], str]:
     """Held-out J&F of every runnable one-shot method that has one: weightless methods from
-    ``vidseg/weights/heldout.json``, bundled networks from their model cards (which also record flow's score on
-    the same videos, used when the table has none). Returns (scores, what the videos are)."""
+    ``vidseg/weights/heldout.json``, bundled one-shot networks from their model cards (which also record flow's
+    score on the same videos, used when the table has none; a card with ``mode: zero-shot`` holds a network that
+    discovers objects, scored without masks). Returns (scores, what the videos are)."""
     table = heldout_table()
     scores = {name: float(row["J&F"]) for name, row in table.get("methods", {}).items()
               if name in method_names() and not get_method(name).needs_checkpoint}
     videos = table.get("videos", "")
     for method in bundled_methods():
         heldout = bundled_card(method).get("heldout", {})
-        if get_method(method).one_shot and heldout.get("J&F") is not None:
+        one_shot = get_method(method).one_shot and bundled_card(method).get("mode", "one-shot") == "one-shot"
+        if one_shot and heldout.get("J&F") is not None:
             scores[method] = float(heldout["J&F"])
             if heldout.get("flow J&F") is not None:
                 scores.setdefault("flow", float(heldout["flow J&F"]))

@@ -55,6 +55,7 @@ class RVOSPropagator(Propagator):
         max_side: the working resolution's longer side (rounded to multiples of 32).
         optimize: fold BatchNorm and use channels-last (same function, faster).
         min_area: zero-shot: the pixels (at the working size) a slot's mask needs to become a track.
+        inplace: optimise ``model`` itself instead of a copy (saves memory when the caller drops it).
     """
 
     name = "rvos"
@@ -67,6 +68,7 @@ class RVOSPropagator(Propagator):
         dtype: str = "float32",
         optimize: bool = True,
         min_area: int = 32,
+        inplace: bool = False,
     ):
         if dtype not in DTYPE_NAMES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
@@ -78,7 +80,8 @@ class RVOSPropagator(Propagator):
         self.cfg = model.cfg
         self.one_shot = model.cfg.one_shot
         self.discovers_objects = not self.one_shot
-        self.model = optimize_for_inference(model.to(self.device), fold_bn=optimize, channels_last=optimize, dtype=self.dtype)
+        self.model = optimize_for_inference(model.to(self.device), fold_bn=optimize, channels_last=optimize,
+                                            dtype=self.dtype, inplace=inplace)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return working_size_multiple_of_32(height, width, self.max_side)
@@ -246,7 +249,7 @@ def build_rvos_propagator(content: dict[str, Any], source: str | os.PathLike, **
     if options.get("max_side") is None:
         options["max_side"] = working_side(content)
     device = options.pop("device", "cpu")
-    return RVOSPropagator(model_from_checkpoint(content, source).to(device), device=device, **options)
+    return RVOSPropagator(model_from_checkpoint(content, source).to(device), device=device, inplace=True, **options)
 
 
 __all__ = ["RVOSPropagator", "RVOSState", "build_rvos_propagator"]
