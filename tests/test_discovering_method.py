@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import PLUGINS
 
-from vidseg import registry
+from vidseg import registry, weights
 from vidseg.cli.main import main
 from vidseg.errors import VidsegError
 from vidseg.inference.runner import segment_video
@@ -114,12 +114,17 @@ def test_a_session_state_resumes_exactly(spots):
     assert all((resumed.step(frame) == expected[t]).all() for t, frame in enumerate(frames[15:], start=15))
 
 
-def test_segment_without_mask_needs_a_discovering_method(tmp_path, capsys, spots):
+def test_segment_without_mask_needs_a_discovering_method(tmp_path, capsys, spots, monkeypatch):
     frames = write_frames(tmp_path / "frames", spots_clip(num_frames=4)[0])
     assert main(["segment", str(frames), "--out", str(tmp_path / "out"), "--method", "flow", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "flow' needs the mask of each object" in error and "bright-spots" in error
     registry.unregister(spots.SPEC.name)
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)  # no bundled weights: rvos cannot run either
+    with pytest.raises(VidsegError, match="the methods that discover objects need trained weights: rvos"):
+        segment_video(frames, None, tmp_path / "out2", progress=False)
+    monkeypatch.setattr(registry, "zero_shot_methods", lambda: [])
+    monkeypatch.setattr("vidseg.inference.methods.zero_shot_methods", lambda: [])
     with pytest.raises(VidsegError, match="no installed method discovers objects"):
         segment_video(frames, None, tmp_path / "out2", progress=False)
 
@@ -136,9 +141,8 @@ def test_plugin_runs_from_the_command_line_and_is_scored_unsupervised(tmp_path):
     (root / "ImageSets" / "2017" / "val.txt").write_text("spots\n")
 
     result = run_cli("segment", str(root / "JPEGImages" / "480p" / "spots"), "--out", str(tmp_path / "res" / "spots"),
-                     "--quiet")
+                     "--method", "bright-spots", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "method: bright-spots -- discovers objects without a mask" in result.stderr
     assert "3 object(s) with 'bright-spots'" in result.stdout
 
     scored = run_cli("eval", "--gt", str(root), "--results", str(tmp_path / "res"), "--task", "unsupervised",

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import moving_squares
+from conftest import moving_squares
 from vidseg.errors import VidsegError
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
 from vidseg.io.video import VideoReader

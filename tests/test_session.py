@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from conftest import moving_squares
 
-from tests.conftest import moving_squares
 from vidseg.errors import VidsegError
 from vidseg.inference import InferenceSession, build_propagator
 from vidseg.inference.flow import FlowPropagator

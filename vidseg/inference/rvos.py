@@ -12,7 +12,7 @@ previous masks (one-shot) and which track each slot carries, so memory does not 
   score is >= 0.5) and keeps that track id for the rest of the video; the slots are fused by a per-pixel
   argmax where the winning probability is >= 0.5. Given masks (``vidseg segment --mask``) instead pick, by
   the Hungarian algorithm on IoU, the slot that follows each given object (the paper's first-frame matching);
-  from then on only those slots are reported.
+  from that frame on only those slots are reported.
 """
 
 from __future__ import annotations
@@ -201,6 +201,12 @@ class RVOSPropagator(Propagator):
             state.temporal = pending["temporal"]
         state.previous = previous
 
+    def masks_coming(self, state: RVOSState) -> None:
+        """Zero-shot: from a frame with given masks on, follow only the given objects."""
+        if not self.one_shot and not state.bound:
+            state.slot_tracks = [FREE if track > 0 else track for track in state.slot_tracks]
+            state.bound = True
+
     def _bind(self, state: RVOSState, maps: np.ndarray, given: dict[int, np.ndarray]) -> None:
         """Zero-shot with given masks: the slot of each given object by the Hungarian algorithm on IoU."""
         slots = maps >= 0.5
@@ -211,9 +217,6 @@ class RVOSPropagator(Propagator):
         if len(tracks) > len(slots):
             raise ValueError(f"this RVOS network follows at most {self.cfg.slots} objects at once")
         rows, cols = linear_sum_assignment(-(inter / np.maximum(union, 1)))
-        if not state.bound:
-            state.slot_tracks = [FREE if t > 0 else t for t in state.slot_tracks]
-            state.bound = True
         for slot, k in zip(rows, cols):
             if tracks[k] in state.slot_tracks:
                 state.slot_tracks[state.slot_tracks.index(tracks[k])] = FREE

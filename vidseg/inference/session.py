@@ -78,6 +78,10 @@ class Propagator(ABC):
         """Predict the tracks in ``frame`` ((h, w, 3) uint8 RGB at the working size). A track id this
         method starts must be higher than every id it has seen in earlier predictions and updates."""
 
+    def masks_coming(self, state: Any) -> None:
+        """Called before :meth:`propagate` on a frame where the user gives masks: a method that discovers
+        objects may then stop reporting the ones it found (default: nothing changes)."""
+
     @abstractmethod
     def commit(self, state: Any, frame: np.ndarray, update: FrameUpdate) -> None:
         """Store the final result of ``frame``; the next :meth:`propagate` continues from it."""
@@ -221,6 +225,8 @@ class InferenceSession:
         self.frame_index += 1
         working_frame = self._to_working(frame)
         height, width = self._working_size
+        if new_masks is not None:
+            self.propagator.masks_coming(self.state)
         if self._tracks or self.propagator.discovers_objects:
             prediction = self.propagator.propagate(self.state, working_frame)
         else:
