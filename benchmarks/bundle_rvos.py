@@ -37,6 +37,9 @@ def heldout_composites(shared: Path, sequences: list[str], root: Path) -> DavisI
     if not (root / "ImageSets").is_dir():
         sources = DavisIndex(shared / "data" / "davis2016-train-240p", "2016", "train", "240p", sequences=sequences)
         write_composites(root, list(sources), 12, CompositeConfig(seed=100, still_fraction=0.0))
+    unsupervised = root / "Annotations_unsupervised"
+    if not unsupervised.exists():  # every pasted object moves: the unsupervised task scores the same objects
+        unsupervised.symlink_to("Annotations")
     return DavisIndex(root, "2017", "train", "240p")
 
 

@@ -68,6 +68,26 @@ def test_the_bundled_model_is_small_documented_and_runs():
     assert outputs[-1].shape == masks[0].shape and set(np.unique(outputs[-1])) <= {0, 1, 2}
 
 
+def test_the_bundled_zero_shot_rvos_is_small_documented_and_discovers_objects(tmp_path, square_clip, capsys):
+    path = weights.WEIGHTS_DIR / "rvos_cpu.pt"
+    assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
+    content = read_checkpoint(path)
+    assert content["model_config"]["mode"] == "zero-shot"
+    assert {t.dtype for t in content["model"].values() if t.is_floating_point()} == {torch.float16}
+    card = weights.bundled_card("rvos")
+    assert card["mode"] == "zero-shot" and "CC BY-NC 4.0" in card["licence"]
+    for key in ("heldout", "heldout_composite"):
+        assert 0 < card[key]["J&F"] < 1 and 0 < card[key]["first-frame J&F"] < 1
+    assert "rvos" in runnable_methods(zero_shot=True)
+    assert choose_default_method(zero_shot=True).name == "rvos"
+    assert choose_default_method().name != "rvos"  # its held-out score is not a one-shot score
+    frame_dir, masks, _ = square_clip
+    assert main(["segment", str(frame_dir), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "method: rvos -- discovers objects without a mask" in captured.err and "with 'rvos'" in captured.out
+    assert len(list((tmp_path / "o").glob("*.png"))) == len(masks)
+
+
 def test_the_default_is_the_best_held_out_score(weights_dir):
     assert runnable_methods() == ["flow", "match"]  # no weights installed: the weightless methods
     assert choose_default_method().name == "flow"

@@ -89,7 +89,8 @@ _BUILTIN = (
     MethodSpec("rvos", "recurrent multi-object VOS: object slots with spatial + temporal ConvLSTMs; one-shot "
                "(masks given) or zero-shot (discovers objects) by its checkpoint",
                propagator="vidseg.inference.rvos:build_rvos_propagator", config="vidseg.models.rvos:RVOSConfig",
-               model="vidseg.models.rvos:build_model", trainer="vidseg.training.rvos:RVOSAdapter", zero_shot=True,
+               model="vidseg.models.rvos:build_model", trainer="vidseg.training.rvos:RVOSAdapter", bundled="rvos_cpu.pt",
+               zero_shot=True,
                options=("max_side", "device", "dtype")),
 )
 
