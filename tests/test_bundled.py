@@ -163,7 +163,7 @@ def test_export_halves_the_file_and_keeps_predictions(tmp_path):
     "change, message",
     [
         ({"format": "vidseg-checkpoint/2"}, "format 'vidseg-checkpoint/2' is not the one this vidseg"),
-        ({"model_config": {"method": "ovsnet"}}, "unknown method 'ovsnet'"),
+        ({"model_config": {"method": "no-such-method"}}, "unknown method 'no-such-method'"),
     ],
 )
 def test_checkpoints_of_another_version_or_method(tmp_path, change, message):
