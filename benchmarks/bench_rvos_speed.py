@@ -94,6 +94,11 @@ def child(variant: str, size: str, objects: int, frames: int, threads: int) -> d
             "median_s": statistics.median(timed), "times": timed, "peak_rss_gb": _peak_rss_gb()}
 
 
+def _cell(rows: dict[str, dict], variant: str) -> str:
+    row = rows.get(variant)
+    return "-" if row is None else f"{row['median_s']:.3f} s, {row['peak_rss_gb']:.2f} GB"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["256x448", "480x864"])
@@ -130,13 +135,9 @@ def main() -> None:
             got = {r["variant"]: r for r in rows if r["size"] == size and r["objects"] == objects}
             official = OFFICIAL.get(("480x854" if size == "480x864" else size, objects))
 
-            def cell(variant: str) -> str:
-                r = got.get(variant)
-                return "-" if r is None else f"{r['median_s']:.3f} s, {r['peak_rss_gb']:.2f} GB"
-
             ratio = (f"{official[0] / got['ours-fp32']['median_s']:.2f}x" if official and "ours-fp32" in got else "-")
             print(f"| {size} | {objects} | {'-' if not official else f'{official[0]:.3f} s, {official[1]:.1f} GB'} | "
-                  f"{cell('official-style')} | {cell('ours-fp32')} | {cell('ours-bf16')} | {ratio} |")
+                  f"{_cell(got, 'official-style')} | {_cell(got, 'ours-fp32')} | {_cell(got, 'ours-bf16')} | {ratio} |")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

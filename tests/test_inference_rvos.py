@@ -8,8 +8,8 @@ import pytest
 from conftest import clip_batch, moving_squares, overfit_rvos, tiny_rvos
 from test_segment_resume import assert_same_masks, interrupt_at, write_clip
 
-from vidseg.inference.rvos import RVOSPropagator
 from vidseg.inference.runner import segment_video
+from vidseg.inference.rvos import RVOSPropagator
 from vidseg.inference.session import InferenceSession
 from vidseg.models.checkpoint import save_checkpoint
 

@@ -6,7 +6,7 @@ loss. One-shot models: slot k-1 follows object k (no matching); its previous mas
 previous frame (teacher forcing) or, with the curriculum's probability per clip, the model's own soft,
 detached output ("+" models); frame 0 always gets its own ground truth. The loss is the mean soft IoU over
 the valid (clip, slot) pairs of a frame, summed over the frames (as the official code). With the objectness
-head, a BCE (weight ``objectness_weight``) teaches which slots hold an object.
+head, a BCE (weight ``OBJECTNESS_WEIGHT``, target 1 for the matched slots) teaches which slots hold an object.
 """
 
 from __future__ import annotations
