@@ -96,6 +96,7 @@ def main() -> None:
                         "with the DAVIS unsupervised protocol and with first-frame matching")
     parser.add_argument("--record", type=Path, help="write the --runnable scores as a held-out table (heldout.json)")
     parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
+    parser.add_argument("--dtype", default=None, help="precision of the --method / --zero-shot networks (bfloat16, ...)")
     parser.add_argument("--online-steps", type=int, default=0,
                         help="also score every network with S2S-OL fine-tuning of this many steps")
     parser.add_argument("--online-lr", type=float, default=1e-4)
@@ -112,7 +113,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.method:
             name, _, checkpoint = spec.partition("=")
-            rows += score(name, build_propagator(checkpoint=checkpoint, max_side=args.max_side), index, args, Path(tmp))
+            network = build_propagator(checkpoint=checkpoint, max_side=args.max_side, dtype=args.dtype)
+            rows += score(name, network, index, args, Path(tmp))
             if args.online_steps:
                 tuned = build_propagator(checkpoint=checkpoint, max_side=args.max_side, online_steps=args.online_steps,
                                         online_lr=args.online_lr)
@@ -121,7 +123,8 @@ def main() -> None:
             rows += score(name, build_propagator(name), index, args, Path(tmp))
         for spec in args.zero_shot:
             name, _, checkpoint = spec.partition("=")
-            propagator = build_propagator(name if not checkpoint else None, checkpoint or None, max_side=args.max_side)
+            propagator = build_propagator(name if not checkpoint else None, checkpoint or None, max_side=args.max_side,
+                                          dtype=args.dtype)
             rows += score(name, propagator, index, args, Path(tmp), zero_shot=True)
     header = ["method", "J&F", "J", "F", "J early", "J late", "F early", "F late", "J&F after occlusion", "frames/s"]
     print("| " + " | ".join(header) + " |")
