@@ -157,3 +157,24 @@ def test_interrupt_keeps_complete_masks_and_no_partial_overlay(tmp_path, square_
     for name in names:
         assert np.array_equal(read_mask(tmp_path / "out" / name), read_mask(tmp_path / "full" / name)), name
     assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--device", "tpu"], r"--device 'tpu' is not a device vidseg runs on \(use cpu, cuda, cuda:N or mps\)"),
+        (["--device", "cuda:7"], r"--device cuda:7: this machine has .*\(use --device cpu, the default\)"),
+        (["--max-side", "7"], r"--max-side 7 is too small \(use at least 32 pixels"),
+        (["--max-side", "0", "--method", "flow"], r"--max-side 0 is too small"),
+        (["--max-side", "-5", "--method", "s2s++"], r"--max-side -5 is too small"),
+        (["--online-steps", "-3", "--method", "s2s++"], r"--online-steps -3 is negative"),
+        (["--online-lr", "0", "--method", "s2s++"], r"--online-lr 0.0 must be positive"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_runs(tmp_path, square_clip, capsys, options, message):
+    frame_dir, _, first = square_clip
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "out", "--quiet", *options)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert not (tmp_path / "out").exists()

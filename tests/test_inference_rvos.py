@@ -88,6 +88,7 @@ def test_one_shot_needs_masks_and_zero_shot_does_not(one_shot, zero_shot):
     assert RVOSPropagator(zero_shot).discovers_objects
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["zero-shot", "one-shot"])
 def test_interrupted_run_resumes_to_the_same_masks(tmp_path, mode, zero_shot, one_shot):
     model = zero_shot if mode == "zero-shot" else one_shot
@@ -103,6 +104,7 @@ def test_interrupted_run_resumes_to_the_same_masks(tmp_path, mode, zero_shot, on
     assert_same_masks(tmp_path / "out", tmp_path / "full")
 
 
+@pytest.mark.slow
 def test_segment_command_runs_a_zero_shot_checkpoint_without_a_mask(tmp_path, zero_shot, capsys):
     from vidseg.cli.main import main
 

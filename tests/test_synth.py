@@ -234,6 +234,7 @@ def test_long_clip_at_small_size():
     assert count == 300 and len(clip.events) >= 3
 
 
+@pytest.mark.slow
 def test_streaming_2000_frames_at_480p_keeps_memory_bounded():
     config = SynthConfig(seed=0, num_frames=2000, height=480, width=854, num_objects=1, num_distractors=0, motion_blur=False)
     frame_bytes = 480 * 854 * 4

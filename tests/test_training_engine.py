@@ -169,6 +169,7 @@ def _run_cli(log: Path, *args: str) -> subprocess.Popen:
                                 stdout=subprocess.DEVNULL, stderr=stderr)
 
 
+@pytest.mark.slow
 def test_sigkill_resume_is_exact(tmp_path, synth_data):
     steps = 16
     reference = tiny_config(synth_data, tmp_path / "reference", steps=steps)

@@ -96,6 +96,7 @@ def _config(tmp_path: Path, mode: str, steps: int = 12) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["zero-shot", "one-shot"])
 def test_vidseg_train_runs_rvos(tmp_path, mode):
     assert main(["train", str(_config(tmp_path, mode))]) == 0

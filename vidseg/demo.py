@@ -34,10 +34,12 @@ class DemoCase:
 
     def summary(self) -> str:
         seg = self.segmentation
+        count = len(seg.object_ids)
+        objects = f"{count} object" + ("" if count == 1 else "s")
         versus = "" if self.flow_scores is None else f"   (flow: J&F {self.flow_scores['J&F-Mean']:.3f})"
         return "\n".join(
             [
-                f"[{self.name}] clip:    {self.clip.frames_dir} ({seg.num_frames} frames, {len(seg.object_ids)} objects)",
+                f"[{self.name}] clip:    {self.clip.frames_dir} ({seg.num_frames} frames, {objects})",
                 f"[{self.name}] method:  {seg.method} ({seg.frames_per_second:.1f} frames/s)",
                 f"[{self.name}] masks:   {seg.mask_dir}",
                 f"[{self.name}] overlay: {seg.overlay}",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from pathlib import Path
+
+from vidseg.errors import VidsegError
 
 
 def cpu_name() -> str:
@@ -37,6 +40,25 @@ def machine_info() -> dict[str, str]:
         device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         info["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads, device {device}"
     return info
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """``device`` when this machine has it (``cpu``, ``cuda``, ``cuda:N``, ``mps``); one clear error otherwise."""
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise VidsegError(f"{option} {device!r} is not a device vidseg runs on", fix="use cpu, cuda, cuda:N or mps")
+    if device == "cpu":
+        return device
+    import torch
+
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            found = f"{count} CUDA device(s)" if count else "no CUDA GPU (or no NVIDIA driver)"
+            raise VidsegError(f"{option} {device}: this machine has {found}", fix="use --device cpu, the default")
+    elif not torch.backends.mps.is_available():
+        raise VidsegError(f"{option} mps: this machine has no Apple GPU", fix="use --device cpu, the default")
+    return device
 
 
 def format_machine_info() -> str:

@@ -63,6 +63,25 @@ _OPTION_FLAGS = {"max_side": "--max-side", "device": "--device", "dtype": "--dty
                  "online_lr": "--online-lr"}
 
 
+MIN_SIDE = 32  # networks round the working size to multiples of 32
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse values no method can run with, before anything is read or written."""
+    from vidseg.errors import VidsegError
+    from vidseg.machine import check_device
+
+    if args.max_side is not None and args.max_side < MIN_SIDE:
+        raise VidsegError(f"--max-side {args.max_side} is too small", fix=f"use at least {MIN_SIDE} pixels, or leave it "
+                          "out for the method's own size")
+    if args.online_steps is not None and args.online_steps < 0:
+        raise VidsegError(f"--online-steps {args.online_steps} is negative", fix="use 0 (off) or a positive count")
+    if args.online_lr is not None and not args.online_lr > 0:
+        raise VidsegError(f"--online-lr {args.online_lr} must be positive", fix="e.g. 1e-5, the default")
+    if args.device is not None:
+        check_device(args.device)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -70,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.inference.methods import build_propagator, choose_default_method
     from vidseg.inference.runner import segment_video
 
+    _check_options(args)
     if args.overwrite and args.resume:
         raise VidsegError("--overwrite and --resume exclude each other", fix="pass one of them")
     method = args.method
