@@ -227,3 +227,18 @@ def test_first_frame_matching_needs_the_unsupervised_task(davis, capsys):
     root, results = davis
     expect_error(capsys, ["--gt", root, "--results", results, "--matching", "first-frame"],
                  "--matching first-frame applies to --task unsupervised only")
+
+
+def test_a_davis_2016_root_at_another_resolution_is_detected_and_said(davis, tmp_path, capsys):
+    root, results = davis
+    (root / "ImageSets" / "2017").rename(root / "ImageSets" / "2016")
+    (root / "ImageSets" / "2016" / "val.txt").rename(root / "ImageSets" / "2016" / "train.txt")
+    for task_folder in ("Annotations", "Annotations_unsupervised"):
+        (root / task_folder / "480p").rename(root / task_folder / "240p")
+    expect_error(capsys, ["--gt", root, "--results", results],
+                 "ImageSets/2016/val.txt: split file not found (this root has: --year 2016 --set train)")
+    code, stdout, stderr = run_cli(capsys, "--gt", root, "--results", results, "--set", "train", "--no-plots",
+                                   "--out", tmp_path / "report")
+    assert code == 0 and "J&F-Mean" in stdout
+    assert "--year 2016 --resolution 240p (detected; pass them to choose)" in stderr
+    assert json.loads((tmp_path / "report" / "results-train.json").read_text())["settings"]["year"] == "2016"

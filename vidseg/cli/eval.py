@@ -33,8 +33,11 @@ def register(subparsers) -> None:
         "--set", dest="split", default=None,
         help="DAVIS ImageSets split (default val) or YouTube-VOS split: train, valid, train-80, val-20 (default)",
     )
-    parser.add_argument("--year", default="2017", choices=("2016", "2017"), help="DAVIS year (2016 merges objects)")
-    parser.add_argument("--resolution", default="480p", help="DAVIS resolution folder (480p, Full-Resolution, ...)")
+    parser.add_argument("--year", default=None, choices=("2016", "2017"),
+                        help="DAVIS year (2016 merges objects; default: 2017, or 2016 when the root has only "
+                        "ImageSets/2016)")
+    parser.add_argument("--resolution", default=None,
+                        help="DAVIS resolution folder (480p, Full-Resolution, ...; default: 480p, or the only one)")
     parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (sequences in parallel)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write CSV/JSON/plots (default: --results)")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the plots")
@@ -62,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise VidsegError(f"--matching {args.matching} applies to --task unsupervised only",
                           fix="add --task unsupervised, or leave --matching out")
     split = args.split or ("val" if args.dataset == "davis" else "val-20")
+    if args.dataset == "davis":
+        args.year, args.resolution = _davis_layout(Path(args.gt), args.year, args.resolution, args.task)
     start = time.perf_counter()
     result = evaluate(
         args.gt,
@@ -87,3 +92,22 @@ def run(args: argparse.Namespace) -> int:
     print(summary, file=sys.stderr)
     print(f"Wrote {paths['global_csv']}, {paths['per_object_csv']} and {paths['json']}", file=sys.stderr)
     return 0
+
+
+def _davis_layout(root: Path, year: str | None, resolution: str | None, task: str) -> tuple[str, str | None]:
+    """The DAVIS year and resolution folder to use: the ones given, else detected (and said on stderr)."""
+    import sys
+
+    detected = []
+    if year is None:
+        only_2016 = (root / "ImageSets" / "2016").is_dir() and not (root / "ImageSets" / "2017").is_dir()
+        year = "2016" if only_2016 else "2017"
+        detected.append(f"--year {year}")
+    if resolution is None:
+        folder = root / ("Annotations_unsupervised" if task == "unsupervised" and year == "2017" else "Annotations")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        resolution = "480p" if "480p" in found or len(found) != 1 else found[0]
+        detected.append(f"--resolution {resolution}")
+    if detected and (root / "ImageSets").is_dir():
+        print(f"DAVIS layout of {root}: {' '.join(detected)} (detected; pass them to choose)", file=sys.stderr)
+    return year, resolution

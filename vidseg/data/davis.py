@@ -90,7 +90,9 @@ class DavisIndex:
                 )
             return names
         if (self.root / "ImageSets").is_dir():
-            raise VidsegError("split file not found", split_file, "choose an existing split with --set")
+            found = sorted(f"--year {p.parent.name} --set {p.stem}" for p in (self.root / "ImageSets").glob("*/*.txt"))
+            hint = f"this root has: {'; '.join(found)}" if found else "choose an existing split with --set"
+            raise VidsegError("split file not found", split_file, hint)
         return sorted(p.name for p in self.annotation_dir.iterdir() if p.is_dir())
 
     def __len__(self) -> int:
