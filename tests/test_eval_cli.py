@@ -242,3 +242,20 @@ def test_a_davis_2016_root_at_another_resolution_is_detected_and_said(davis, tmp
     assert code == 0 and "J&F-Mean" in stdout
     assert "--year 2016 --resolution 240p (detected; pass them to choose)" in stderr
     assert json.loads((tmp_path / "report" / "results-train.json").read_text())["settings"]["year"] == "2016"
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_a_script_and_a_guardless_one_says_why(davis, tmp_path):
+    import subprocess
+    import sys
+
+    root, results = davis
+    call = f'evaluate({str(root)!r}, {str(results)!r}, jobs=2, progress=False)'
+    guarded = f'from vidseg.evaluation import evaluate\nif __name__ == "__main__":\n    print({call}.global_metrics["J&F-Mean"])\n'
+    bare = f"from vidseg.evaluation import evaluate\nprint({call}.global_metrics['J&F-Mean'])\n"
+    for name, text in (("guarded.py", guarded), ("bare.py", bare)):
+        (tmp_path / name).write_text(text)
+    done = subprocess.run([sys.executable, str(tmp_path / "guarded.py")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and 0 < float(done.stdout.strip()) <= 1, done.stderr[-2000:]
+    done = subprocess.run([sys.executable, str(tmp_path / "bare.py")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and 'needs its code under `if __name__ == "__main__":`' in done.stderr, done.stderr[-2000:]

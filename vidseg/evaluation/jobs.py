@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,6 +301,11 @@ def run_jobs(jobs: list[SequenceJob], n_jobs: int = 1, progress: bool | None = N
             for future in futures:
                 out.append(future.result())
                 bar.update(1)
+    except BrokenProcessPool as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise VidsegError("the evaluation worker processes stopped before finishing", fix="a script that calls "
+                          "evaluate(..., jobs=N) needs its code under `if __name__ == \"__main__\":` (workers import "
+                          "the script), or use jobs=1") from exc
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)  # fail fast: do not finish the other sequences
         raise
