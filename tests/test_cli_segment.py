@@ -178,3 +178,22 @@ def test_bad_options_are_refused_before_anything_runs(tmp_path, square_clip, cap
     assert code == 2 and len(lines) == 1 and "Traceback" not in err
     assert __import__("re").search(message, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_threads_option_sets_the_libraries_threads_and_keeps_the_masks(tmp_path, square_clip, capsys):
+    import cv2
+    import torch
+
+    frame_dir, _, first = square_clip
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        for threads in ("1", "2"):
+            code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / threads,
+                                   "--method", "s2s++", "--threads", threads, "--quiet")
+            assert code == 0, err
+            assert torch.get_num_threads() == int(threads) and cv2.getNumThreads() == int(threads)
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+    for mask in sorted((tmp_path / "1").glob("*.png")):
+        assert np.array_equal(read_mask(mask), read_mask(tmp_path / "2" / mask.name)), mask.name

@@ -61,6 +61,23 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
+THREADS_HELP = ("torch and OpenCV threads (default: all cores; 1 keeps the speed when another busy process shares "
+                "the machine: oversubscribed cores slow every thread down)")
+
+
+def set_threads(threads: int | None, option: str = "--threads") -> None:
+    """Use ``threads`` torch and OpenCV threads (None: leave the libraries' defaults)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise VidsegError(f"{option} {threads} must be at least 1", fix="e.g. --threads 1")
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
 def format_machine_info() -> str:
     info = machine_info()
     width = max(map(len, info))

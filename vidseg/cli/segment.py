@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vidseg.constants import DTYPE_NAMES
+from vidseg.machine import THREADS_HELP
 from vidseg.registry import get_method, method_names
 
 
@@ -56,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that was interrupted (Ctrl-C) in --out, with the same arguments")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     parser.set_defaults(func=run)
 
 
@@ -69,7 +71,7 @@ MIN_SIDE = 32  # networks round the working size to multiples of 32
 def _check_options(args: argparse.Namespace) -> None:
     """Refuse values no method can run with, before anything is read or written."""
     from vidseg.errors import VidsegError
-    from vidseg.machine import check_device
+    from vidseg.machine import check_device, set_threads
 
     if args.max_side is not None and args.max_side < MIN_SIDE:
         raise VidsegError(f"--max-side {args.max_side} is too small", fix=f"use at least {MIN_SIDE} pixels, or leave it "
@@ -80,6 +82,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise VidsegError(f"--online-lr {args.online_lr} must be positive", fix="e.g. 1e-5, the default")
     if args.device is not None:
         check_device(args.device)
+    set_threads(args.threads)
 
 
 def run(args: argparse.Namespace) -> int:

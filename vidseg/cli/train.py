@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vidseg.machine import THREADS_HELP, set_threads
+
 
 def _trainable() -> list[str]:
     from vidseg.registry import get_method, method_names
@@ -26,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="config overrides, e.g. train.steps=1000 data.batch_size=8 data.size=[128,224]")
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
     parser.add_argument("--out", metavar="DIR", help="output folder (overrides train.out_dir)")
+    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
     parser.set_defaults(func=run)
 
 
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.config import load_config
     from vidseg.training.engine import train
 
+    set_threads(args.threads)
     config = load_config(args.config, args.overrides)
     if args.out:
         config.train.out_dir = str(Path(args.out).expanduser().absolute())
