@@ -33,6 +33,12 @@ def test_a_non_s2s_method_trains_validates_and_segments(tmp_path, toy, capsys):
     }
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(config))
     assert main(["train", str(tmp_path / "toy.yaml")]) == 0
+    started = capsys.readouterr().err
+    assert "train: toy-foreground, 0.0 M parameters (0.0 M trained) on cpu" in started
+    assert "data: synth train (weight 1); clips of 64x96, batch 2 per process" in started
+    assert "validation: 1 held-out videos (unsupervised), at the end (step 30), at 96 px" in started
+    assert f"output: {tmp_path / 'run'}" in started
+    assert "final validation on 1 held-out videos" in started
     with (tmp_path / "run" / "log.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "epoch", "lr", "loss", "bce", "area", "sampling_p", "it_s", "val_J", "val_F",

@@ -20,6 +20,7 @@ import csv
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -336,11 +337,33 @@ class Trainer:
         self._barrier()
         return metrics
 
+    def summary(self) -> str:
+        """What this run is about to do, in a few lines (printed at the start)."""
+        data, cfg = self.config.data, self.cfg
+        parameters = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.params)
+        sources = ", ".join(f"{s.type} {Path(s.root).name} (weight {s.weight:g})" for s in data.train)
+        if self.val_sequences:
+            every = f"every {cfg.val_every} steps and " if cfg.val_every else ""
+            validation = (f"{len(self.val_sequences)} held-out videos ({self.adapter.protocol}), {every}at the end "
+                          f"(step {cfg.steps}), at {self.val_side} px")
+        else:
+            validation = "none (no data.val)"
+        return "\n".join([
+            f"train: {self.config.model.method}, {parameters / 1e6:.1f} M parameters ({trainable / 1e6:.1f} M trained) on "
+            f"{self.device}, {torch.get_num_threads()} torch threads, {self.world_size} process(es)",
+            f"data: {sources}; clips of {data.size[0]}x{data.size[1]}, batch {data.batch_size} per process",
+            f"steps: {cfg.steps} (from step {self.step}); validation: {validation}",
+            f"output: {self.out_dir}",
+        ])
+
     def run(self, resume: bool = False) -> TrainResult:
         """Train to ``train.steps`` (from the loaded checkpoint when resuming)."""
         from tqdm import tqdm
 
         self._open_logs(resume)
+        if self.is_main:
+            print(self.summary(), file=sys.stderr, flush=True)
         steps = self.cfg.steps
         bar = tqdm(total=steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.is_main and self.cfg.progress))
@@ -363,6 +386,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                 done = self.step == steps
                 val_due = bool(self.config.data.val) and (done or (self.cfg.val_every and self.step % self.cfg.val_every == 0))
+                if val_due and done and self.is_main:
+                    bar.write(f"final validation on {len(self.val_sequences)} held-out videos ...", file=sys.stderr)
                 metrics = self.validate() if val_due else {}
                 if done or metrics or self.step % self.cfg.log_every == 0:
                     now = time.perf_counter()
