@@ -185,8 +185,9 @@ class _Payload:
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"not a torch file", "cannot read checkpoint"),
-        ("pickle", "cannot read checkpoint"),
+        (b"not a torch file", "cannot read checkpoint: not a PyTorch checkpoint file"),
+        ("pickle", "cannot read checkpoint: it holds Python objects besides tensors and plain values, and vidseg "
+                   "never runs pickled code"),
         ({"format": "other"}, "not a vidseg checkpoint"),
         ({"format": "vidseg-checkpoint/1", "model": {}}, "no 'model_config'"),
     ],
@@ -202,6 +203,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, content, message):
     with pytest.raises(VidsegError, match=message) as info:
         read_checkpoint(path)
     assert str(path) in str(info.value)
+    assert "weights_only" not in str(info.value) and "\x1b" not in str(info.value)  # never torch's advice or escapes
 
 
 def test_truncated_checkpoint_and_mismatched_weights(tmp_path):
@@ -209,7 +211,7 @@ def test_truncated_checkpoint_and_mismatched_weights(tmp_path):
     good = save_checkpoint(tmp_path / "m.pt", {"model_config": model.cfg.to_dict(), "model": model.state_dict()})
     truncated = tmp_path / "cut.pt"
     truncated.write_bytes(good.read_bytes()[:2000])
-    with pytest.raises(VidsegError, match="cannot read checkpoint"):
+    with pytest.raises(VidsegError, match="cannot read checkpoint: the file is truncated"):
         read_checkpoint(truncated)
     other = dict(model.cfg.to_dict(), hidden=8)
     save_checkpoint(tmp_path / "x.pt", {"model_config": other, "model": model.state_dict()})

@@ -45,6 +45,19 @@ def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> Path:
     return path
 
 
+def _unreadable(exc: Exception) -> tuple[str, str]:
+    """(message, fix) for a file ``torch.load(weights_only=True)`` refused, in our words (never torch's advice)."""
+    text = str(exc)
+    if "Unsupported global" in text:
+        return ("cannot read checkpoint: it holds Python objects besides tensors and plain values, and vidseg never "
+                "runs pickled code from a file",
+                "use a file written by `vidseg train` / `vidseg export`, or re-save only the state dict and config")
+    if isinstance(exc, EOFError) or "failed finding central directory" in text or "unexpected EOF" in text:
+        return "cannot read checkpoint: the file is truncated", "copy it again, or use last.pt / best.pt of the run"
+    return ("cannot read checkpoint: not a PyTorch checkpoint file",
+            "pass a .pt file written by `vidseg train` or `vidseg export`")
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a checkpoint; raises :class:`VidsegError` naming the file on any problem."""
     path = Path(path)
@@ -53,13 +66,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holding pickled code
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise VidsegError(
-            f"cannot read checkpoint ({type(exc).__name__}: {reason})",
-            path,
-            "the file is damaged, incomplete or not a vidseg checkpoint (vidseg only loads plain tensors and "
-            "values, never pickled code); use another copy or retrain",
-        ) from exc
+        message, fix = _unreadable(exc)
+        raise VidsegError(message, path, fix) from exc
     found = content.get("format") if isinstance(content, dict) else None
     if isinstance(found, str) and found.startswith(_FORMAT_PREFIX) and found != FORMAT:
         raise VidsegError(
