@@ -197,3 +197,28 @@ def test_threads_option_sets_the_libraries_threads_and_keeps_the_masks(tmp_path,
         cv2.setNumThreads(before[1])
     for mask in sorted((tmp_path / "1").glob("*.png")):
         assert np.array_equal(read_mask(mask), read_mask(tmp_path / "2" / mask.name)), mask.name
+
+
+@pytest.mark.parametrize(("height", "width"), [(63, 96), (64, 95), (66, 94)])
+def test_a_mask_a_pixel_or_two_off_is_fitted_with_a_warning(tmp_path, square_clip, capsys, height, width):
+    frame_dir, masks, _ = square_clip
+    mask = np.zeros((height, width), np.uint8)
+    common = (slice(0, min(height, 64)), slice(0, min(width, 96)))
+    mask[common] = masks[0][common]
+    write_mask(tmp_path / "odd.png", mask)
+    expected = f"{tmp_path / 'odd.png'}: mask is {width}x{height}, the frames 96x64; padded/cropped"
+    with pytest.warns(UserWarning, match=__import__("re").escape(expected)) as caught:
+        code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "odd.png", "--out", tmp_path / "out",
+                               "--method", "flow", "--quiet")
+    assert code == 0, err
+    assert read_mask(tmp_path / "out" / "00000.png").shape == (64, 96)
+    shown = __import__("warnings").formatwarning(caught[0].message, UserWarning, "x.py", 1)
+    assert shown == f"vidseg: warning: {caught[0].message}\n"  # one line on the command line
+
+
+def test_a_mask_three_pixels_off_is_refused(tmp_path, square_clip, capsys):
+    frame_dir, _, _ = square_clip
+    write_mask(tmp_path / "odd.png", np.ones((61, 96), np.uint8))
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "odd.png", "--out", tmp_path / "out",
+                           "--method", "flow", "--quiet")
+    assert code == 2 and "odd.png: mask is 96x61 but the frames are 96x64" in err

@@ -9,6 +9,7 @@ An object may be given first at a later frame; giving an id again re-initialises
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +70,7 @@ def load_prompts(
                     f"name each mask after its frame, e.g. {frame_names[0]}.png",
                 )
             frame_index = 0
-        mask = read_mask(file)
-        if mask.shape != tuple(size):
-            raise VidsegError(
-                f"mask is {mask.shape[1]}x{mask.shape[0]} but the frames are {size[1]}x{size[0]}",
-                file,
-                "resize the mask with nearest-neighbour to the frame size",
-            )
+        mask = fit_mask(read_mask(file), tuple(size), file)
         if frame_index in prompts:
             raise VidsegError(f"two masks for frame {frame_names[frame_index]}", file)
         prompts[frame_index] = MaskPrompt(frame_index, mask, file)
@@ -86,6 +81,25 @@ def load_prompts(
             "the first mask contains no object (only background/void)", first.path, "draw at least one object id 1..254"
         )
     return ordered
+
+
+SIZE_TOLERANCE = 2  # pixels: video writers crop odd sizes (OpenCV's mp4 writer drops a column)
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int], path: str | os.PathLike) -> np.ndarray:
+    """``mask`` at the frames' ``size``: padded with background / cropped at the bottom and right when the sizes
+    differ by at most :data:`SIZE_TOLERANCE` pixels (with a warning); a clear error when they differ more."""
+    if mask.shape == size:
+        return mask
+    (height, width), (mask_height, mask_width) = size, mask.shape
+    if max(abs(height - mask_height), abs(width - mask_width)) > SIZE_TOLERANCE:
+        raise VidsegError(f"mask is {mask_width}x{mask_height} but the frames are {width}x{height}", path,
+                          "resize the mask with nearest-neighbour to the frame size")
+    warnings.warn(f"{path}: mask is {mask_width}x{mask_height}, the frames {width}x{height}; padded/cropped at the "
+                  "bottom and right edges to fit", stacklevel=2)
+    fitted = np.zeros(size, mask.dtype)
+    fitted[: min(height, mask_height), : min(width, mask_width)] = mask[:height, :width]
+    return fitted
 
 
 class OwnVideo:
