@@ -104,13 +104,30 @@ def test_bad_input_one_line_error_and_no_output(tmp_path, square_clip, capsys, c
         assert not out.exists()
 
 
-def test_failure_mid_video_removes_partial_masks(tmp_path, square_clip, capsys):
+def test_failure_mid_video_keeps_the_masks_and_resumes(tmp_path, square_clip, capsys):
     frame_dir, _, first = square_clip
     # a frame that cannot be decoded, found only when it is reached
-    (frame_dir / "00009.png").write_bytes((frame_dir / "00009.png").read_bytes()[:60])
-    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "out", "--quiet")
-    assert code == 2 and "00009.png" in err
-    assert not (tmp_path / "out").exists()
+    good = (frame_dir / "00009.png").read_bytes()
+    (frame_dir / "00009.png").write_bytes(good[:60])
+    args = ["segment", frame_dir, "--mask", first, "--out", tmp_path / "out", "--quiet", "--method", "flow"]
+    code, _, err = run_cli(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "00009.png" in lines[0]
+    assert lines[0].endswith(f"9 masks kept in {tmp_path / 'out'}; rerun the same command with --resume")
+    assert len(list((tmp_path / "out").glob("*.png"))) == 9 and (tmp_path / "out" / ".vidseg-resume.npz").is_file()
+    (frame_dir / "00009.png").write_bytes(good)
+    assert run_cli(capsys, *args, "--resume")[0] == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 12
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path, square_clip, capsys):
+    frame_dir, _, first = square_clip
+    (tmp_path / "file").write_text("not a folder")
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "file" / "out",
+                           "--quiet", "--method", "flow")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'file' / 'out'}: cannot write (" in lines[0] and "choose a writable --out" in lines[0]
 
 
 def test_existing_masks_need_overwrite(tmp_path, square_clip, capsys):
@@ -137,7 +154,7 @@ def test_interrupt_keeps_complete_masks_and_no_partial_overlay(tmp_path, square_
             return super().propagate(state, frame)
 
     frame_dir, masks, first = square_clip
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match=r"5 masks kept in .*out; rerun the same command with --resume"):
         segment_video(frame_dir, [first], tmp_path / "out", method=InterruptedFlow(), overlay=tmp_path / "o.mp4",
                       progress=False)
     kept = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -222,3 +239,27 @@ def test_a_mask_three_pixels_off_is_refused(tmp_path, square_clip, capsys):
     code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", tmp_path / "odd.png", "--out", tmp_path / "out",
                            "--method", "flow", "--quiet")
     assert code == 2 and "odd.png: mask is 96x61 but the frames are 96x64" in err
+
+
+def test_a_full_disk_mid_video_keeps_the_masks_and_says_how_to_continue(tmp_path, square_clip, capsys, monkeypatch):
+    import errno
+
+    import vidseg.inference.runner as runner
+
+    frame_dir, _, first = square_clip
+    real_write, calls = runner.write_mask, [0]
+
+    def filling_up(path, mask):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, mask)
+
+    monkeypatch.setattr(runner, "write_mask", filling_up)
+    code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "out", "--quiet",
+                           "--method", "flow")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "00005.png: cannot write (No space left on device)" in lines[0]
+    assert lines[0].endswith("5 masks kept in " + str(tmp_path / "out") + "; rerun the same command with --resume")
+    assert len(list((tmp_path / "out").glob("*.png"))) == 5

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except VidsegError as exc:
         print(f"vidseg: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("vidseg: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print("vidseg: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
 
 

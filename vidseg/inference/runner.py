@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,37 @@ def _resume_session(session: InferenceSession, out_dir: Path, key: dict, frame_n
     return first
 
 
+def _try_write_resume_point(out_dir: Path, key: dict, state: dict) -> bool:
+    try:
+        _write_resume_point(out_dir, key, state)
+    except OSError:  # e.g. the disk that just filled up
+        return False
+    return True
+
+
+def _os_error(exc: OSError, out_dir: Path) -> VidsegError:
+    """A file-system failure (read-only place, full disk, ...) as one line naming the file."""
+    where = exc.filename or out_dir
+    reason = exc.strerror or type(exc).__name__
+    return VidsegError(f"cannot write ({reason})", where, "free some space or choose a writable --out / --overlay")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`segment_video`; its text says what was kept and how to continue."""
+
+
+def _kept(exc: BaseException, done: int, out_dir: Path, saved: bool) -> BaseException:
+    """``exc`` with what was kept and how to continue added to its message."""
+    hint = (f"{done} masks kept in {out_dir}; " + ("rerun the same command with --resume" if saved else
+            "the resume point could not be written: rerun with --overwrite"))
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(hint)
+    error = _os_error(exc, out_dir) if isinstance(exc, OSError) else exc
+    if isinstance(error, VidsegError):
+        return VidsegError(f"{error}; {hint}")
+    return error
+
+
 def segment_video(
     video: str | os.PathLike,
     masks: list[str | os.PathLike] | None,
@@ -157,11 +189,11 @@ def segment_video(
 
     Masks are named after the frame they belong to (a single mask belongs to the first frame; see
     :mod:`vidseg.data.own_video`). Frames before the first mask get empty masks. Without masks the method
-    must discover objects (:mod:`vidseg.registry` ``zero_shot``). ``method`` None: the best runnable one. On an error the
-    files written by this call are removed (a resumed run keeps them and can be resumed again). On
-    Ctrl-C (KeyboardInterrupt) the masks written so far are kept and the session after the last written
-    mask is saved in ``out_dir/.vidseg-resume.npz`` (also every ``save_every`` frames, for harder stops);
-    ``resume=True`` continues from there with the same masks an uninterrupted run writes.
+    must discover objects (:mod:`vidseg.registry` ``zero_shot``). ``method`` None: the best runnable one. On any
+    failure after the first mask (Ctrl-C: :class:`Interrupted`; a bad frame; a full disk) the masks written so far are
+    kept and the session after the last written mask is saved in ``out_dir/.vidseg-resume.npz`` (also every
+    ``save_every`` frames, for harder stops), and the error says so; ``resume=True`` continues from there with the
+    same masks an uninterrupted run writes. A failure before any mask leaves no output folder behind.
     """
     masks = list(masks or [])
     source = OwnVideo(video, masks)
@@ -174,7 +206,10 @@ def segment_video(
                           fix=_discovering_hint())
     out_dir = Path(out_dir)
     created = _prepare_output(out_dir, reader.frame_names, overwrite, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _os_error(exc, out_dir) from exc
     key = _resume_key(video, masks, len(reader), propagator.name)
     session = InferenceSession(propagator)
     first = _resume_session(session, out_dir, key, reader.frame_names) if resume else 0
@@ -212,19 +247,14 @@ def segment_video(
                 if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
                     _write_resume_point(out_dir, key, last_state)
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt) or first:
+        if last_state is not None and finished + 1 < len(reader):
             # The masks written so far are complete files: keep them, and save where to continue.
-            if last_state is not None and finished + 1 < len(reader):
-                _write_resume_point(out_dir, key, last_state)
-            raise
-        for path in written:
-            path.unlink(missing_ok=True)
-        (out_dir / RESUME_FILE).unlink(missing_ok=True)
-        if created:
-            try:
-                out_dir.rmdir()
-            except OSError:
-                pass
+            saved = _try_write_resume_point(out_dir, key, last_state)
+            raise _kept(exc, finished + 1, out_dir, saved) from exc
+        if created and not written:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, out_dir) from exc
         raise
     (out_dir / RESUME_FILE).unlink(missing_ok=True)
     return SegmentResult(
