@@ -128,7 +128,8 @@ def test_missing_result_sequence(davis, capsys):
     for f in (results / "beta").iterdir():
         f.unlink()
     (results / "beta").rmdir()
-    expect_error(capsys, ["--gt", root, "--results", results], "no results for sequence(s) beta", "1 of 2 missing")
+    expect_error(capsys, ["--gt", root, "--results", results], "no results for sequence(s) beta", "1 of 2 missing",
+                 "score only those you have with --sequences")
 
 
 def test_missing_result_frame(davis, capsys):

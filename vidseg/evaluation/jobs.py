@@ -141,7 +141,8 @@ def _check_results(results_dir: Path, jobs: list[SequenceJob]) -> None:
             f"no results for sequence(s) {', '.join(missing_seqs[:3])}{more} "
             f"({len(missing_seqs)} of {len(jobs)} missing)",
             results_dir,
-            "write one folder of PNG masks per sequence",
+            "write one folder of PNG masks per sequence, or score only those you have with --sequences "
+            "(evaluate(..., sequences=[...]))",
         )
     for job in jobs:
         present = {p[:-4] for p in os.listdir(job.result_dir) if p.endswith(".png")}
