@@ -10,7 +10,8 @@ from vidseg.errors import VidsegError
 LAYOUTS = ("davis", "youtube-vos", "video")
 DEFAULT_SEQUENCES = {"davis": 4, "youtube-vos": 5, "video": 1}
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="dataset tools (synthetic benchmark, ...)", description=__doc__)
+    parser = subparsers.add_parser("data", help="dataset tools (synthetic benchmark, ...)",
+                                   description="Dataset tools. `vidseg data synth OUT` writes the procedural benchmark.")
     parser.set_defaults(func=lambda args: _print_help(parser))
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     synth = actions.add_parser(

@@ -17,10 +17,18 @@ def register(subparsers) -> None:
             "per-object tables, writes global_results-<set>.csv, per-sequence_results-<set>.csv, "
             "results-<set>.json and plots-<set>/ into --out (default: the results folder)."
         ),
+        epilog="examples:\n"
+        "  vidseg eval --gt DAVIS --results results/my-method --set val --jobs 2\n"
+        "  vidseg eval --gt DAVIS --results results/rvos --task unsupervised --matching first-frame\n"
+        "  vidseg eval --gt YouTubeVOS --results results/ytvos --dataset youtube-vos --set val-20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--gt", required=True, metavar="ROOT", help="dataset root (DAVIS or YouTube-VOS)")
     parser.add_argument("--results", required=True, metavar="DIR", help="folder with one sub-folder per sequence")
-    parser.add_argument("--task", default="semi-supervised", choices=("semi-supervised", "unsupervised"))
+    parser.add_argument("--task", default="semi-supervised", choices=("semi-supervised", "unsupervised"),
+                        help="semi-supervised: result ids are the first annotation's objects (first and last frames "
+                        "not scored); unsupervised: up to 20 proposals matched to the objects (default: "
+                        "semi-supervised)")
     parser.add_argument(
         "--matching", default="sequence", choices=("sequence", "first-frame"),
         help="unsupervised task: how proposals are assigned to objects. sequence (default): the official DAVIS "
@@ -28,7 +36,8 @@ def register(subparsers) -> None:
         "paper's zero-shot protocol, Hungarian matching on the first frame's J only, then each object scored "
         "against its proposal as in the semi-supervised task (first and last frames excluded)",
     )
-    parser.add_argument("--dataset", default="davis", choices=("davis", "youtube-vos"))
+    parser.add_argument("--dataset", default="davis", choices=("davis", "youtube-vos"),
+                        help="ground-truth layout (default: davis)")
     parser.add_argument(
         "--set", dest="split", default=None,
         help="DAVIS ImageSets split (default val) or YouTube-VOS split: train, valid, train-80, val-20 (default)",

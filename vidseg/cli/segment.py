@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Segment a video (file or frame folder) given the mask of each object in the frame where "
         "it first appears; methods that discover objects also run without masks. Writes one palette PNG per "
         "frame, named like the input frames.",
+        epilog="examples:\n"
+        "  vidseg segment video.mp4 --mask first.png --out masks/ --overlay overlay.mp4\n"
+        "  vidseg segment frames/ --out masks/                      # no mask: discover the objects (zero-shot)\n"
+        "  vidseg segment video.mp4 --mask first.png --out masks/ --checkpoint runs/hs2s/best.pt --threads 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("video", help="video file (.mp4/.avi/.mov) or folder of .jpg/.png frames")
     parser.add_argument(

@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "method:, data:, train:). Writes "
         "last.pt, best.pt, log.csv, config.yaml and TensorBoard logs (tb/) to train.out_dir. Launch with "
         "`torchrun --nproc_per_node N -m vidseg.cli.main train ...` for distributed training.",
+        epilog="examples:\n"
+        "  VIDSEG_SHARED=../shared vidseg train configs/cpu/rvos_zero_shot.yaml\n"
+        "  vidseg train configs/cpu/hs2s.yaml train.steps=1000 data.batch_size=8 --out runs/try\n"
+        "  vidseg train configs/cpu/hs2s.yaml --out runs/try --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", metavar="CONFIG", help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
