@@ -74,3 +74,31 @@ def test_overlay_video_written_atomically(tmp_path):
         raise RuntimeError("interrupted")
     assert not (tmp_path / "p.mp4").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4"]
+
+
+@pytest.mark.parametrize("size", [(64, 96), (63, 95)])
+def test_mp4_overlays_are_h264_and_avi_is_mjpeg(tmp_path, size):
+    import cv2
+
+    height, width = size
+    frames = [np.full((height, width, 3), 40 * t, np.uint8) for t in range(4)]
+    for name, codec in (("o.mp4", "h264"), ("o.avi", "MJPG")):
+        with OverlayVideoWriter(tmp_path / name, 10, size) as writer:
+            for frame in frames:
+                writer.write(frame)
+        assert writer.codec == codec
+        capture = cv2.VideoCapture(str(tmp_path / name))
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+        assert fourcc in ({"h264", "avc1"} if codec == "h264" else {"mjpg"})
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+        even = width + width % 2 if codec == "h264" else width - width % 2  # padded by us; cropped by OpenCV
+        assert int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == even
+
+
+def test_without_imageio_ffmpeg_mp4_falls_back_to_opencv(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails
+    with OverlayVideoWriter(tmp_path / "o.mp4", 10, (64, 96)) as writer:
+        writer.write(np.zeros((64, 96, 3), np.uint8))
+    assert writer.codec == "mp4v" and (tmp_path / "o.mp4").stat().st_size > 0
