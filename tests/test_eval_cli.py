@@ -260,3 +260,17 @@ def test_the_readme_python_example_runs_as_a_script_and_a_guardless_one_says_why
     assert done.returncode == 0 and 0 < float(done.stdout.strip()) <= 1, done.stderr[-2000:]
     done = subprocess.run([sys.executable, str(tmp_path / "bare.py")], capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and 'needs its code under `if __name__ == "__main__":`' in done.stderr, done.stderr[-2000:]
+
+
+def test_one_sequence_as_two_folders(tmp_path, capsys):
+    gt_dir, result_dir = tmp_path / "gt", tmp_path / "res"
+    for t in (0, 10, 20, 30):  # ground truth drawn for a few frames only
+        write_mask(gt_dir / f"{t:05d}.png", gt_frame(t))
+    for t in range(31):
+        write_mask(result_dir / f"{t:05d}.png", gt_frame(t))
+    code, stdout, _ = run_cli(capsys, "--gt", gt_dir, "--results", result_dir, "--no-plots", "--out", tmp_path / "o")
+    assert code == 0 and "gt_1" in stdout
+    metrics = json.loads((tmp_path / "o" / "results-gt.json").read_text())
+    assert metrics["global"]["J&F-Mean"] == pytest.approx(1.0)
+    (result_dir / "00020.png").unlink()
+    expect_error(capsys, ["--gt", gt_dir, "--results", result_dir], "res: result 00020.png is missing (1 of 4")

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
         "  vidseg eval --gt YouTubeVOS --results results/ytvos --dataset youtube-vos --set val-20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--gt", required=True, metavar="ROOT", help="dataset root (DAVIS or YouTube-VOS)")
+    parser.add_argument("--gt", required=True, metavar="ROOT",
+                        help="dataset root (DAVIS or YouTube-VOS), or one sequence's folder of ground-truth PNGs "
+                        "(then --results is that sequence's folder of result PNGs)")
     parser.add_argument("--results", required=True, metavar="DIR", help="folder with one sub-folder per sequence")
     parser.add_argument("--task", default="semi-supervised", choices=("semi-supervised", "unsupervised"),
                         help="semi-supervised: result ids are the first annotation's objects (first and last frames "
@@ -62,6 +64,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from vidseg.errors import VidsegError
     from vidseg.evaluation import evaluate
+    from vidseg.evaluation.jobs import evaluate_folders, is_mask_folder
     from vidseg.evaluation.report import (
         format_global_table,
         format_sequence_table,
@@ -74,22 +77,25 @@ def run(args: argparse.Namespace) -> int:
         raise VidsegError(f"--matching {args.matching} applies to --task unsupervised only",
                           fix="add --task unsupervised, or leave --matching out")
     split = args.split or ("val" if args.dataset == "davis" else "val-20")
-    if args.dataset == "davis":
-        args.year, args.resolution = _davis_layout(Path(args.gt), args.year, args.resolution, args.task)
     start = time.perf_counter()
-    result = evaluate(
-        args.gt,
-        args.results,
-        task=args.task,
-        dataset=args.dataset,
-        split=split,
-        year=args.year,
-        resolution=args.resolution,
-        jobs=args.jobs,
-        void=args.void,
-        sequences=args.sequences,
-        matching=args.matching,
-    )
+    if is_mask_folder(args.gt):  # one sequence: a folder of ground-truth PNGs against a folder of results
+        result = evaluate_folders(args.gt, args.results, args.task, void=args.void, matching=args.matching)
+    else:
+        if args.dataset == "davis":
+            args.year, args.resolution = _davis_layout(Path(args.gt), args.year, args.resolution, args.task)
+        result = evaluate(
+            args.gt,
+            args.results,
+            task=args.task,
+            dataset=args.dataset,
+            split=split,
+            year=args.year,
+            resolution=args.resolution,
+            jobs=args.jobs,
+            void=args.void,
+            sequences=args.sequences,
+            matching=args.matching,
+        )
     elapsed = time.perf_counter() - start
     out_dir = Path(args.out) if args.out else Path(args.results)
     paths = write_report(result, out_dir, plots=not args.no_plots)

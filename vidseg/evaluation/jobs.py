@@ -378,3 +378,38 @@ def evaluate(
     if analyses:
         result.analyses = run_analyses(results)
     return result
+
+
+def is_mask_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one sequence's folder of mask PNGs (not a dataset root)."""
+    path = Path(path)
+    return path.is_dir() and any(path.glob("*.png")) and not (path / "Annotations").is_dir()
+
+
+def evaluate_folders(
+    gt_dir: str | os.PathLike,
+    results_dir: str | os.PathLike,
+    task: str = "semi-supervised",
+    *,
+    void: str = "exclude",
+    matching: str = "sequence",
+) -> EvaluationResult:
+    """Score one sequence given as two folders of PNG masks named alike (e.g. one's own video: ground truth drawn
+    for some frames, ``vidseg segment`` output for all). Only the frames with a ground-truth PNG count; the first
+    one is the annotation the method started from."""
+    from vidseg.evaluation.scoring import evaluate_sequence_arrays
+
+    gt_dir, results_dir = Path(gt_dir), Path(results_dir)
+    names = sorted((p.stem for p in gt_dir.glob("*.png")), key=natural_key)
+    missing = [n for n in names if not (results_dir / f"{n}.png").is_file()]
+    if missing:
+        raise VidsegError(f"result {missing[0]}.png is missing ({len(missing)} of {len(names)} ground-truth frames)",
+                          results_dir, "write a mask for every frame that has a ground-truth PNG")
+    gt = np.stack([read_mask(gt_dir / f"{n}.png") for n in names])
+    pred = np.stack([read_mask(results_dir / f"{n}.png") for n in names])
+    sequence = evaluate_sequence_arrays(gt, pred, task, name=gt_dir.name, void=void, matching=matching)
+    objects = sequence.objects
+    return EvaluationResult(task=task, dataset="folders", split=gt_dir.name, global_metrics=global_metrics(objects),
+                            sequences=[sequence], analyses=run_analyses([sequence]),
+                            settings={"gt_root": str(gt_dir), "results_dir": str(results_dir), "void": void,
+                                      "matching": matching if task == "unsupervised" else None})
