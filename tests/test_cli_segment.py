@@ -27,6 +27,10 @@ def test_segment_writes_one_mask_per_frame_and_overlay(tmp_path, square_clip, ca
         assert image.mode == "P" and image.size == (96, 64)
     np.testing.assert_array_equal(read_mask(out / "00000.png"), masks[0])
     assert len(VideoReader(tmp_path / "o.mp4")) == 12
+    labelled = tmp_path / "labelled.mp4"
+    assert run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "out2", "--method", "flow",
+                   "--overlay", labelled, "--frame-numbers", "--quiet")[0] == 0
+    assert len(VideoReader(labelled)) == 12
 
 
 def test_segment_real_davis_sequence(tmp_path, davis_240p, capsys):

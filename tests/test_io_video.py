@@ -102,3 +102,11 @@ def test_without_imageio_ffmpeg_mp4_falls_back_to_opencv(tmp_path, monkeypatch):
     with OverlayVideoWriter(tmp_path / "o.mp4", 10, (64, 96)) as writer:
         writer.write(np.zeros((64, 96, 3), np.uint8))
     assert writer.codec == "mp4v" and (tmp_path / "o.mp4").stat().st_size > 0
+
+
+def test_overlay_label_is_written_in_the_corner_only():
+    frames, masks = moving_squares(num_frames=1)
+    plain = overlay_frame(frames[0], masks[0])
+    labelled = overlay_frame(frames[0], masks[0], label="00042")
+    changed = np.argwhere((plain != labelled).any(axis=2))
+    assert len(changed) > 20 and changed[:, 0].max() < 32 and changed[:, 1].max() < 80

@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--online-lr", type=float, default=None, metavar="LR",
                         help="learning rate of --online-steps (default: 1e-5)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
-    parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4 or .avi)")
+    parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4: H.264, or .avi)")
+    parser.add_argument("--frame-numbers", action="store_true", help="write each frame's name on the overlay")
     parser.add_argument("--overwrite", action="store_true", help="replace masks from an earlier run in --out")
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that was interrupted (Ctrl-C) in --out, with the same arguments")
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         method=propagator,
         overlay=args.overlay,
+        labels=args.frame_numbers,
         overwrite=args.overwrite,
         progress=not args.quiet,
         resume=args.resume,

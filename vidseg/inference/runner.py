@@ -184,6 +184,7 @@ def segment_video(
     progress: bool = True,
     resume: bool = False,
     save_every: int = 100,
+    labels: bool = False,
 ) -> SegmentResult:
     """Segment ``video`` from the given masks; write one palette PNG per frame into ``out_dir``.
 
@@ -193,7 +194,8 @@ def segment_video(
     failure after the first mask (Ctrl-C: :class:`Interrupted`; a bad frame; a full disk) the masks written so far are
     kept and the session after the last written mask is saved in ``out_dir/.vidseg-resume.npz`` (also every
     ``save_every`` frames, for harder stops), and the error says so; ``resume=True`` continues from there with the
-    same masks an uninterrupted run writes. A failure before any mask leaves no output folder behind.
+    same masks an uninterrupted run writes. A failure before any mask leaves no output folder behind. ``labels``
+    writes each frame's name on the overlay.
     """
     masks = list(masks or [])
     source = OwnVideo(video, masks)
@@ -234,7 +236,7 @@ def segment_video(
                 path = out_dir / f"{name}.png"
                 if index < first:  # done before the interruption
                     if overlay_writer is not None:
-                        overlay_writer.write(overlay_frame(frame, read_mask(path)))
+                        overlay_writer.write(overlay_frame(frame, read_mask(path), label=name if labels else None))
                     continue
                 prompt = source.prompts.get(index)
                 mask = session.step(frame, None if prompt is None else prompt.mask)
@@ -243,7 +245,7 @@ def segment_video(
                 finished, last_state = index, state
                 written.append(path)
                 if overlay_writer is not None:
-                    overlay_writer.write(overlay_frame(frame, mask))
+                    overlay_writer.write(overlay_frame(frame, mask, label=name if labels else None))
                 if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
                     _write_resume_point(out_dir, key, last_state)
     except BaseException as exc:

@@ -18,9 +18,12 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG"}
 _H264 = {".mp4", ".m4v", ".mov"}  # written as H.264 (plays in browsers) when imageio-ffmpeg is installed
 
 
-def overlay_frame(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.4, contours: bool = True) -> np.ndarray:
+def overlay_frame(
+    frame: np.ndarray, mask: np.ndarray, alpha: float = 0.4, contours: bool = True, label: str | None = None
+) -> np.ndarray:
     """Blend the palette colour of every object into an RGB frame and outline it (white, then a brightened palette
-    colour on top, so an outline shows on objects of any colour, the DAVIS dark red on red objects too)."""
+    colour on top, so an outline shows on objects of any colour, the DAVIS dark red on red objects too); ``label``
+    (e.g. the frame name) is written in the top-left corner."""
     if frame.shape[:2] != mask.shape:
         raise ValueError(f"frame {frame.shape[:2]} and mask {mask.shape} differ in size")
     labelled = (mask > 0) & (mask != VOID_ID)
@@ -34,6 +37,11 @@ def overlay_frame(frame: np.ndarray, mask: np.ndarray, alpha: float = 0.4, conto
             colour = tuple(int(c) for c in np.clip(DAVIS_PALETTE[object_id].astype(int) * 2 + 40, 0, 255))
             cv2.drawContours(out, outline, -1, (255, 255, 255), thickness=3)
             cv2.drawContours(out, outline, -1, colour, thickness=1)
+    if label:
+        scale = max(0.4, frame.shape[0] / 600)
+        for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # white on a black edge: readable anywhere
+            cv2.putText(out, label, (6, int(22 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness,
+                        cv2.LINE_AA)
     return out
 
 
