@@ -33,6 +33,13 @@ class RecurrentState:
     model: nn.Module | None = field(default=None, repr=False)  # per-video copy when online learning is on
 
 
+def frame_tensor(frame: np.ndarray, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Tensor:
+    """An (h, w, 3) uint8 RGB frame as a (1, 3, h, w) tensor in [0, 1] for a network."""
+    x = torch.from_numpy(np.array(frame)).to(device).permute(2, 0, 1)[None]  # a copy: frames may be read-only
+    x = x.to(dtype) / 255.0
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 def working_size_multiple_of_32(height: int, width: int, max_side: int) -> tuple[int, int]:
     """Scale so the longer side is ``max_side``, then round both sides to multiples of 32 (at least 32)."""
     scale = max_side / max(height, width)
@@ -92,9 +99,7 @@ class RecurrentPropagator(Propagator):
         return RecurrentState(model=self.model)
 
     def _frame_tensor(self, frame: np.ndarray) -> Tensor:
-        x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None]  # a copy: frames may be read-only
-        x = x.to(self.dtype) / 255.0
-        return x.contiguous(memory_format=torch.channels_last) if self.optimize else x
+        return frame_tensor(frame, self.device, self.dtype, self.optimize)
 
     def propagate(self, state: RecurrentState, frame: np.ndarray) -> Prediction:
         if not state.tracks:
@@ -178,15 +183,23 @@ def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows:
     return out
 
 
-def build_recurrent_propagator(
-    content: dict[str, Any], source: str | os.PathLike, **options: Any
-) -> RecurrentPropagator:
-    """The registry's builder: a propagator for checked checkpoint ``content``; ``max_side`` (when not given
-    or None) is the one the checkpoint was trained for."""
+def propagator_from_checkpoint(
+    propagator: type[Propagator], content: dict[str, Any], source: str | os.PathLike, **options: Any
+) -> Propagator:
+    """``propagator(model, device=..., **options)`` for the network of checked checkpoint ``content``; ``max_side``
+    (when not given or None) is the one the checkpoint was trained for."""
     if options.get("max_side") is None:
         options["max_side"] = working_side(content)
     device = options.pop("device", "cpu")
-    return RecurrentPropagator(model_from_checkpoint(content, source).to(device), device=device, **options)
+    return propagator(model_from_checkpoint(content, source).to(device), device=device, **options)
 
 
-__all__ = ["RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "working_size_multiple_of_32"]
+def build_recurrent_propagator(
+    content: dict[str, Any], source: str | os.PathLike, **options: Any
+) -> RecurrentPropagator:
+    """The registry's builder (see :func:`propagator_from_checkpoint`)."""
+    return propagator_from_checkpoint(RecurrentPropagator, content, source, **options)
+
+
+__all__ = ["RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "frame_tensor",
+           "propagator_from_checkpoint", "working_size_multiple_of_32"]

@@ -27,9 +27,12 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from vidseg.constants import DTYPE_NAMES
-from vidseg.inference.recurrent import working_size_multiple_of_32
+from vidseg.inference.recurrent import (
+    frame_tensor,
+    propagator_from_checkpoint,
+    working_size_multiple_of_32,
+)
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
 
 FREE = 0  # a slot without a track
@@ -91,10 +94,7 @@ class RVOSPropagator(Propagator):
 
     # ------------------------------------------------------------------ per frame
     def _encode(self, frame: np.ndarray) -> list[Tensor]:
-        x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None].to(self.dtype) / 255.0
-        if self.optimize:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model.encode(x)
+        return self.model.encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
 
     def _running(self, state: RVOSState) -> int:
         """How many slots run: all (zero-shot), or up to the last occupied one (one-shot)."""
@@ -108,9 +108,12 @@ class RVOSPropagator(Propagator):
         """Slot probabilities (running, h, w) float32, the full-width temporal state after this frame, and the
         objectness probabilities (or None)."""
         out = self.model.decode(features, state.temporal, previous, slots=running, output_size=size)
-        temporal = self.model.zero_temporal(features, self.cfg.slots) if state.temporal is None else state.temporal
-        merged = {key: torch.cat([out.temporal[key], value[:, running:].to(out.temporal[key].dtype)], dim=1)
-                  for key, value in temporal.items()}
+        if running == self.cfg.slots:
+            merged = out.temporal
+        else:  # the slots that did not run keep their state
+            temporal = self.model.zero_temporal(features, self.cfg.slots) if state.temporal is None else state.temporal
+            merged = {key: torch.cat([out.temporal[key], value[:, running:].to(out.temporal[key].dtype)], dim=1)
+                      for key, value in temporal.items()}
         objectness = None if out.objectness is None else torch.sigmoid(out.objectness[0].float())
         return torch.sigmoid(out.logits[0].float()), merged, objectness
 
@@ -247,12 +250,9 @@ def _clear_slot(temporal: dict[str, Tensor] | None, slot: int) -> dict[str, Tens
 
 
 def build_rvos_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> RVOSPropagator:
-    """The registry's builder: a propagator for checked checkpoint ``content``; ``max_side`` (when not given
-    or None) is the one the checkpoint was trained for."""
-    if options.get("max_side") is None:
-        options["max_side"] = working_side(content)
-    device = options.pop("device", "cpu")
-    return RVOSPropagator(model_from_checkpoint(content, source).to(device), device=device, inplace=True, **options)
+    """The registry's builder (see :func:`~vidseg.inference.recurrent.propagator_from_checkpoint`); the freshly
+    loaded network is optimised in place."""
+    return propagator_from_checkpoint(RVOSPropagator, content, source, inplace=True, **options)
 
 
 __all__ = ["RVOSPropagator", "RVOSState", "build_rvos_propagator"]

@@ -49,9 +49,9 @@ def _unreadable(exc: Exception) -> tuple[str, str]:
     """(message, fix) for a file ``torch.load(weights_only=True)`` refused, in our words (never torch's advice)."""
     text = str(exc)
     if "Unsupported global" in text:
-        return ("cannot read checkpoint: it holds Python objects besides tensors and plain values, and vidseg never "
-                "runs pickled code from a file",
-                "use a file written by `vidseg train` / `vidseg export`, or re-save only the state dict and config")
+        message = ("cannot read checkpoint: it holds Python objects besides tensors and plain values, and vidseg "
+                   "never runs pickled code from a file")
+        return message, "use a file written by `vidseg train` / `vidseg export`, or re-save only the state dict and config"
     if isinstance(exc, EOFError) or "failed finding central directory" in text or "unexpected EOF" in text:
         return "cannot read checkpoint: the file is truncated", "copy it again, or use last.pt / best.pt of the run"
     return ("cannot read checkpoint: not a PyTorch checkpoint file",

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.models.backbones import build_backbone
+from vidseg.models.config_fields import config_from_dict
 
 MODES = ("one-shot", "zero-shot")
 RECURRENCES = ("st", "s", "t")  # spatio-temporal, spatial only, temporal only (the paper's ablation)
@@ -76,11 +77,7 @@ class RVOSConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RVOSConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -31,6 +31,7 @@ from vidseg.models.blocks import (
     GlobalConvBlock,
     UpsampleDecoder,
 )
+from vidseg.models.config_fields import config_from_dict
 
 FAMILY = ("s2s", "s2s++", "hs2s")  # the members this one network class covers
 REFERENCES = ("both", "first", "previous")
@@ -78,11 +79,7 @@ class S2SConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> S2SConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
