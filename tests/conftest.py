@@ -60,6 +60,22 @@ def tiny_rvos(mode: str = "zero-shot", **overrides):
     return build_model(RVOSConfig(mode=mode, **{**TINY_RVOS, **overrides}))
 
 
+TINY_OVSNET = {"backbone": "convnet-tiny", "fpn_channels": 16, "representation": 32, "reid_hidden": 32, "reid_dim": 8,
+               "aspp_channels": 16, "mga_size": 16, "train_sizes": (64,), "test_size": 64, "max_size": 128,
+               "anchor_sizes": (8, 16, 32, 64, 128), "proposals_train": 100, "proposals_test": 50, "rois_train": 64,
+               "detections": 8, "freeze_bn": False}
+
+
+def tiny_ovsnet(**overrides):
+    """A seeded tiny OVSNet network (train mode)."""
+    import torch
+
+    from vidseg.models.ovsnet import OVSNetConfig, build_model
+
+    torch.manual_seed(0)
+    return build_model(OVSNetConfig(**{**TINY_OVSNET, **overrides}))
+
+
 def clip_batch(frames: list[np.ndarray], masks: list[np.ndarray], slots: int = 10) -> dict:
     """One all-object training clip (as :class:`~vidseg.data.clips.ClipDataset` gives it) from RGB frames and id masks."""
     import torch
@@ -75,6 +91,9 @@ def clip_batch(frames: list[np.ndarray], masks: list[np.ndarray], slots: int = 1
         "labelled": torch.ones(1, length, dtype=torch.bool),
         "frame_valid": torch.ones(1, length, dtype=torch.bool),
         "object_valid": valid,
+        "object_ids": torch.arange(1, slots + 1)[None] * valid,
+        "sequence": ["clip"],
+        "dataset": ["test"],
     }
 
 

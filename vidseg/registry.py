@@ -92,6 +92,11 @@ _BUILTIN = (
                model="vidseg.models.rvos:build_model", trainer="vidseg.training.rvos:RVOSAdapter", bundled="rvos_cpu.pt",
                zero_shot=True,
                options=("max_side", "device", "dtype")),
+    MethodSpec("ovsnet", "detection-based one-pass VOS: class-agnostic Mask R-CNN candidates matched by IoU with the "
+               "flow-warped mask, then by re-ID embeddings, else the warped mask refined by mask-guided attention",
+               propagator="vidseg.inference.ovsnet:build_ovsnet_propagator", config="vidseg.models.ovsnet:OVSNetConfig",
+               model="vidseg.models.ovsnet:build_model", trainer="vidseg.training.ovsnet:OVSNetAdapter",
+               options=("max_side", "device", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid")),
 )
 
 _methods: dict[str, MethodSpec] = {}

@@ -56,6 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="S2S-OL: fine-tune N steps on the first frame before segmenting (slower, often better)")
     parser.add_argument("--online-lr", type=float, default=None, metavar="LR",
                         help="learning rate of --online-steps (default: 1e-5)")
+    cascade = parser.add_argument_group("ovsnet cascade")
+    cascade.add_argument("--test-size", type=int, default=None, metavar="PX",
+                         help="detector's shorter side (default: the network's; the paper's 800)")
+    cascade.add_argument("--flow", choices=("dis", "raft"), default=None,
+                         help="optical flow that warps the previous masks: dis (OpenCV, default) or raft (torchvision "
+                         "RAFT-small, needs its weights)")
+    cascade.add_argument("--flow-weights", metavar="PTH", help="torchvision RAFT-small weights file for --flow raft")
+    cascade.add_argument("--rho-iou", type=float, default=None, metavar="T",
+                         help="IoU with the warped mask above which a detection is taken (paper: 0.3)")
+    cascade.add_argument("--rho-reid", type=float, default=None, metavar="D",
+                         help="re-ID distance threshold (default: the one calibrated for the network's embeddings)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
     parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4: H.264, or .avi)")
     parser.add_argument("--frame-numbers", action="store_true", help="write each frame's name on the overlay")
@@ -68,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 _OPTION_FLAGS = {"max_side": "--max-side", "device": "--device", "dtype": "--dtype", "online_steps": "--online-steps",
-                 "online_lr": "--online-lr"}
+                 "online_lr": "--online-lr", "test_size": "--test-size", "flow": "--flow",
+                 "flow_weights": "--flow-weights", "rho_iou": "--rho-iou", "rho_reid": "--rho-reid"}
 
 
 MIN_SIDE = 32  # networks round the working size to multiples of 32
@@ -86,6 +98,12 @@ def _check_options(args: argparse.Namespace) -> None:
         raise VidsegError(f"--online-steps {args.online_steps} is negative", fix="use 0 (off) or a positive count")
     if args.online_lr is not None and not args.online_lr > 0:
         raise VidsegError(f"--online-lr {args.online_lr} must be positive", fix="e.g. 1e-5, the default")
+    if args.test_size is not None and args.test_size < MIN_SIDE:
+        raise VidsegError(f"--test-size {args.test_size} is too small", fix=f"use at least {MIN_SIDE} pixels (paper: 800)")
+    if args.rho_iou is not None and not 0 <= args.rho_iou < 1:
+        raise VidsegError(f"--rho-iou {args.rho_iou} is not an IoU", fix="use a value in [0, 1), e.g. 0.3")
+    if args.rho_reid is not None and not args.rho_reid > 0:
+        raise VidsegError(f"--rho-reid {args.rho_reid} must be positive", fix="leave it out for the calibrated value")
     if args.device is not None:
         check_device(args.device)
     set_threads(args.threads)

@@ -26,6 +26,7 @@ from vidseg.registry import get_method, method_names
 
 SOURCE_TYPES = ("davis", "youtube_vos", "synth", "composite")
 LR_SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 _COMMON_SOURCE_KEYS = {"type", "root", "weight", "sequences"}
@@ -154,7 +155,9 @@ class TrainConfig:
     """Optimisation, schedule, precision, logging and output of a run."""
 
     steps: int = 1000
+    optimizer: str = "adam"
     lr: float = 1e-4
+    momentum: float = 0.9  # SGD only
     lr_schedule: str = "constant"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
@@ -176,6 +179,8 @@ class TrainConfig:
         checks = [
             (self.steps >= 1, "steps must be positive"),
             (self.lr > 0, "lr must be positive"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
             (self.device in DEVICES or self.device.startswith("cuda:"), f"device must be one of {DEVICES}"),

@@ -11,11 +11,14 @@ them away over long videos.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from vidseg.errors import VidsegError
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 
 DIS_PRESETS = {
@@ -32,6 +35,90 @@ class FlowState:
     probabilities: np.ndarray | None = None
     flow: cv2.DISOpticalFlow | None = field(default=None, repr=False)
     grid: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # pixel coordinates, built once
+
+
+def pixel_grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 x and y coordinates of every pixel."""
+    return np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+
+
+def warp_maps(
+    maps: np.ndarray, backward: np.ndarray, grid: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Backward-warp (K, h, w) ``maps`` of the previous frame along ``backward`` (h, w, 2), the flow from the new
+    frame to the previous one; also returns the sampling maps (x, y). ``grid``: the pixel coordinates, if built."""
+    height, width = backward.shape[:2]
+    grid = pixel_grid(height, width) if grid is None else grid
+    map_x, map_y = grid[0] + backward[..., 0], grid[1] + backward[..., 1]
+    warped = [cv2.remap(m, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps]
+    return np.stack(warped) if warped else np.zeros((0, height, width), np.float32), (map_x, map_y)
+
+
+class DISFlow:
+    """Backward optical flow (new frame -> previous) of RGB frames by OpenCV DIS."""
+
+    def __init__(self, preset: str = "ultrafast"):
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; use one of {', '.join(DIS_PRESETS)}")
+        self.engine = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+
+    def __call__(self, frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        gray, previous_gray = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in (frame, previous))
+        return self.engine.calc(gray, previous_gray, None)
+
+
+class RAFTFlow:
+    """Backward optical flow by torchvision's RAFT (``small`` or ``large``). Its weights are never downloaded:
+    ``weights`` is a torchvision RAFT state-dict file, or None for torchvision's file in the local torch hub cache."""
+
+    def __init__(self, weights: str | os.PathLike | None = None, small: bool = True, device: str = "cpu",
+                 updates: int = 12):
+        import torch  # the weight-free flow method does not need torch
+        from torchvision.models import optical_flow
+
+        builder, known = ((optical_flow.raft_small, optical_flow.Raft_Small_Weights.C_T_V2) if small
+                          else (optical_flow.raft_large, optical_flow.Raft_Large_Weights.C_T_SKHT_V2))
+        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / Path(known.url).name
+        if not path.is_file():
+            raise VidsegError(f"RAFT needs trained weights and {path} does not exist",
+                              fix=f"pass torchvision's RAFT file ({Path(known.url).name}) with --flow-weights, or use "
+                                  "--flow dis (vidseg never downloads)")
+        self.device = torch.device(device)
+        self.updates = updates
+        self.model = builder(weights=None)
+        try:
+            self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 -- torch raises many types for bad files
+            raise VidsegError(f"cannot load RAFT weights {path}: {exc}",
+                              fix=f"use torchvision's raft_{'small' if small else 'large'} file") from None
+        self.model.eval().to(self.device)
+
+    def __call__(self, frame: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        height, width = frame.shape[:2]
+        pad = (0, -width % 8, 0, -height % 8)  # RAFT needs sides divisible by 8
+
+        def prepare(image: np.ndarray) -> torch.Tensor:
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(self.device)
+            return F.pad(x / 127.5 - 1.0, pad, mode="replicate")
+
+        with torch.no_grad():
+            flow = self.model(prepare(frame), prepare(previous), num_flow_updates=self.updates)[-1]
+        return flow[0, :, :height, :width].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+FLOW_NAMES = ("dis", "raft")
+
+
+def build_flow(name: str = "dis", weights: str | os.PathLike | None = None, device: str = "cpu") -> DISFlow | RAFTFlow:
+    """A backward-flow estimator by name: ``dis`` (OpenCV, no weights) or ``raft`` (torchvision RAFT-small)."""
+    if name == "dis":
+        return DISFlow()
+    if name == "raft":
+        return RAFTFlow(weights, small=True, device=device)
+    raise VidsegError(f"unknown flow {name!r}", fix=f"use one of: {', '.join(FLOW_NAMES)}")
 
 
 class FlowPropagator(Propagator):
@@ -69,15 +156,9 @@ class FlowPropagator(Propagator):
             return Prediction.empty(*frame.shape[:2])
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         backward = state.flow.calc(gray, state.previous_gray, None)
-        height, width = gray.shape
         if state.grid is None:
-            state.grid = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-        grid_x, grid_y = state.grid
-        map_x = grid_x + backward[..., 0]
-        map_y = grid_y + backward[..., 1]
-        warped = np.stack(
-            [cv2.remap(p, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for p in state.probabilities]
-        )
+            state.grid = pixel_grid(*gray.shape)
+        warped, (map_x, map_y) = warp_maps(state.probabilities, backward, state.grid)
         if self.occlusion_damping < 1:
             forward = state.flow.calc(state.previous_gray, gray, None)
             forward_at_source = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

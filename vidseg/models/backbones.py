@@ -58,6 +58,10 @@ class Backbone(nn.Module):
     input_mean: tuple[float, ...] = IMAGENET_MEAN
     input_std: tuple[float, ...] = IMAGENET_STD
 
+    def last_stage(self) -> nn.Module:
+        """The layers that take the 1/16 level to the 1/32 level (OVSNet's refiner runs a copy of them)."""
+        raise NotImplementedError
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self.name}: expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -98,6 +102,9 @@ class ResNetBackbone(Backbone):
         f32 = self.layer4(f16)
         return [f2, f4, f8, f16, f32]
 
+    def last_stage(self) -> nn.Module:
+        return self.layer4
+
 
 class StagedBackbone(Backbone):
     """A backbone made of ``self.stages``, each stage's output one feature level."""
@@ -111,6 +118,9 @@ class StagedBackbone(Backbone):
             x = stage(x)
             feats.append(x)
         return feats
+
+    def last_stage(self) -> nn.Module:
+        return self.stages[-1]
 
 
 class VGGBackbone(StagedBackbone):
@@ -207,6 +217,9 @@ class EfficientNetBackbone(Backbone):
             if index in self.levels:
                 feats.append(y)
         return feats
+
+    def last_stage(self) -> nn.Module:
+        return nn.Sequential(*self.blocks[self.levels[3] + 1 : self.levels[4] + 1])
 
 
 def _out_channels(layer: nn.Sequential) -> int:

@@ -32,6 +32,7 @@ ArrayLike = np.ndarray | Tensor
 __all__ = [
     "IGNORE_INDEX",
     "balanced_bce",
+    "batch_hard_triplet_loss",
     "border_classes",
     "border_loss",
     "hungarian_soft_iou",
@@ -373,6 +374,31 @@ def hungarian_soft_iou(
     idx_r = torch.as_tensor(rows, dtype=torch.long, device=cost.device)
     idx_c = torch.as_tensor(cols, dtype=torch.long, device=cost.device)
     return pairs, cost[idx_r, idx_c].mean()
+
+
+def batch_hard_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 1.0) -> Tensor:
+    """Batch-hard triplet loss (OVSNet's re-ID): for every anchor with a positive and a negative in the batch,
+    ``relu(d(hardest positive) - d(hardest negative) + margin)`` on Euclidean distances, mean over those anchors
+    (a graph-connected zero when there is none).
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) identity of each embedding.
+    """
+    if embeddings.dim() != 2 or labels.shape != embeddings.shape[:1]:
+        raise ValueError(f"expected (N, D) embeddings and (N,) labels, got {tuple(embeddings.shape)}, {tuple(labels.shape)}")
+    x = embeddings.float()
+    squared = (x[:, None] - x[None]).pow(2).sum(-1)
+    distance = torch.sqrt(squared.clamp_min(1e-12))  # the clamp keeps the gradient finite at d = 0
+    same = labels[:, None] == labels[None]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    positive, negative = same & ~eye, ~same
+    anchors = positive.any(1) & negative.any(1)
+    if not bool(anchors.any()):
+        return embeddings.sum() * 0.0
+    hardest_positive = distance.masked_fill(~positive, float("-inf")).amax(1)
+    hardest_negative = distance.masked_fill(~negative, float("inf")).amin(1)
+    return F.relu(hardest_positive - hardest_negative + margin)[anchors].mean()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The training loop of ``vidseg train``: Adam + LR schedule + gradient clipping + AMP, checkpoints that
+"""The training loop of ``vidseg train``: Adam (or SGD) + LR schedule + gradient clipping + AMP, checkpoints that
 resume bit-exactly, validation with best-checkpoint tracking, CSV / TensorBoard logs, and DDP under
 ``torchrun``. It is the same for every method; the method's :class:`~vidseg.training.adapter.TrainingAdapter`
 (named in :mod:`vidseg.registry`) supplies the network, the clip loss and the validation method.
@@ -120,7 +120,11 @@ class Trainer:
         self.model = self.adapter.build_model().to(self.device)
         groups = self.adapter.parameter_groups(self.model)
         self.params = [p for group in groups for p in group["params"]]
-        self.optimizer = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                                             weight_decay=self.cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(groups, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.scheduler = self._build_scheduler()
         self.amp_dtype, use_scaler = self._amp_mode()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)

@@ -1,0 +1,145 @@
+"""OVSNet's cascade: each path in constructed cases (a candidate on the warped mask, an occluded object re-found by
+its embedding, no candidate -> the refined warped mask), candidates used once; the propagator in a session follows
+objects, resumes exactly and runs from `vidseg segment`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import clip_batch, moving_squares, tiny_ovsnet
+from test_segment_resume import assert_same_masks, interrupt_at, write_clip
+
+from vidseg.cli.main import main
+from vidseg.evaluation.metrics import jaccard
+from vidseg.inference.ovsnet import OVSNetPropagator, cascade, mask_iou
+from vidseg.inference.runner import segment_video
+from vidseg.inference.session import InferenceSession
+from vidseg.models.checkpoint import save_checkpoint
+from vidseg.training.ovsnet import ovsnet_loss
+
+
+def _box(y0: int, x0: int, size: int = 6, shape: tuple[int, int] = (20, 20)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[y0 : y0 + size, x0 : x0 + size] = True
+    return mask
+
+
+EMPTY = np.zeros((0, 2), np.float32)
+
+
+def test_mask_iou():
+    a = np.stack([_box(0, 0), np.zeros((20, 20), bool)])
+    b = np.stack([_box(0, 3), _box(10, 10)])
+    assert mask_iou(a, b) == pytest.approx(np.array([[18 / 54, 0], [0, 0]]))
+
+
+def test_a_candidate_on_the_warped_mask_takes_the_iou_path():
+    templates = np.stack([_box(2, 2), _box(12, 12)])
+    candidates = np.stack([_box(12, 13), _box(2, 3)])  # in the other order, each overlapping its object by 5/7
+    embeddings = np.zeros((2, 2), np.float32)
+    assert cascade(templates, candidates, embeddings, [EMPTY, EMPTY]) == [("iou", 1), ("iou", 0)]
+    assert cascade(templates, candidates, embeddings, [EMPTY, EMPTY], rho_iou=0.8) == [("flow", -1), ("flow", -1)]
+
+
+def test_an_occluded_object_is_found_again_by_its_embedding():
+    templates = np.zeros((1, 20, 20), bool)  # lost: its warped mask is empty
+    candidates = np.stack([_box(2, 2), _box(12, 12)])
+    embeddings = np.array([[5.0, 5.0], [0.2, 0.1]], np.float32)
+    collection = np.array([[0.0, 0.0], [0.3, 0.0], [9.0, 9.0]], np.float32)  # 2 of 3 within 2.3 of candidate 1
+    assert cascade(templates, candidates, embeddings, [collection]) == [("reid", 1)]
+    assert cascade(templates, candidates, embeddings, [collection], reid=False) == [("absent", -1)]
+    assert cascade(templates, candidates, embeddings, [collection], reid_fraction=0.7) == [("absent", -1)]
+    assert cascade(templates, candidates, embeddings, [collection], rho_reid=0.1) == [("absent", -1)]
+
+
+def test_without_a_candidate_the_warped_mask_takes_the_flow_path():
+    templates = np.stack([_box(2, 2)])
+    assert cascade(templates, np.zeros((0, 20, 20), bool), EMPTY, [EMPTY]) == [("flow", -1)]
+
+
+def test_each_candidate_is_used_once():
+    templates = np.stack([_box(2, 2), _box(2, 3)])  # two objects on the same spot, one candidate
+    candidates = np.stack([_box(2, 2)])
+    embeddings = np.zeros((1, 2), np.float32)
+    collections = [np.zeros((1, 2), np.float32)] * 2  # both would also accept it by re-ID
+    decisions = cascade(templates, candidates, embeddings, collections)
+    assert sorted(decisions) == [("flow", -1), ("iou", 0)]
+
+
+@pytest.fixture(scope="module")
+def squares():
+    return moving_squares(num_frames=10)
+
+
+@pytest.fixture(scope="module")
+def trained(squares):
+    frames, masks = squares
+    model = tiny_ovsnet(score_threshold=0.3)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 3e-3)
+    generator = torch.Generator().manual_seed(0)
+    batch = clip_batch(frames[:4], masks[:4])
+    for _ in range(60):
+        loss, _ = ovsnet_loss(model, batch, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.mark.slow
+def test_session_follows_the_objects_through_the_cascade(squares, trained):
+    frames, masks = squares
+    propagator = OVSNetPropagator(trained, max_side=96)
+    session = InferenceSession(propagator)
+    predictions = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
+    state = session.state
+    assert sum(state.paths.values()) == 2 * (len(frames) - 1)  # one decision per object and frame
+    assert state.paths["iou"] > 0
+    assert all(len(c) <= trained.cfg.collection for c in state.collections.values())
+    for object_id in (1, 2):
+        scores = [jaccard(m == object_id, p == object_id) for m, p in zip(masks[1:], predictions[1:])]
+        assert np.mean(scores) > 0.5, object_id
+
+
+@pytest.mark.slow
+def test_ablation_switches_and_settings(trained):
+    propagator = OVSNetPropagator(trained, max_side=96, rho_iou=0.5, reid=False, refine=False, test_size=96)
+    assert propagator.cfg.rho_iou == 0.5 and propagator.cfg.rho_reid == trained.cfg.rho_reid
+    assert propagator.model.detector.transform.min_size == (96,)
+    assert trained.detector.transform.min_size == (trained.cfg.test_size,)  # the caller's network is unchanged
+    with pytest.raises(ValueError, match="flow"):
+        OVSNetPropagator(trained, flow="farneback")
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_masks(tmp_path, trained):
+    frames, first = write_clip(tmp_path, num_frames=8)
+    segment_video(frames, [first], tmp_path / "full", method=OVSNetPropagator(trained, max_side=96), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(frames, [first], tmp_path / "out", progress=False,
+                      method=interrupt_at(OVSNetPropagator(trained, max_side=96), 4))
+    resumed = segment_video(frames, [first], tmp_path / "out", method=OVSNetPropagator(trained, max_side=96),
+                            progress=False, resume=True)
+    assert resumed.resumed_at > 0
+    assert_same_masks(tmp_path / "out", tmp_path / "full")
+
+
+@pytest.mark.slow
+def test_segment_command_runs_an_ovsnet_checkpoint(tmp_path, trained, capsys):
+    checkpoint = save_checkpoint(tmp_path / "ovsnet.pt", {
+        "method": "ovsnet", "model_config": trained.cfg.to_dict(), "model": trained.state_dict(),
+        "meta": {"max_side": 96}})
+    frames, first = write_clip(tmp_path, num_frames=5)
+    out = tmp_path / "masks"
+    assert main(["segment", str(frames), "--mask", str(first), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--rho-iou", "0.4", "--quiet"]) == 0
+    assert len(list(out.glob("*.png"))) == 5
+    missing = tmp_path / "raft.pth"
+    assert main(["segment", str(frames), "--mask", str(first), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "raft"), "--flow", "raft", "--flow-weights", str(missing), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "RAFT needs trained weights" in error and "--flow dis" in error
+    assert main(["segment", str(frames), "--mask", str(first), "--method", "flow", "--out", str(tmp_path / "f"),
+                 "--rho-iou", "0.4", "--quiet"]) == 2
+    assert "--rho-iou" in capsys.readouterr().err

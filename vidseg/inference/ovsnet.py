@@ -1,0 +1,249 @@
+"""OVSNet's one-pass cascade inside an :class:`~vidseg.inference.session.InferenceSession` (SPEC §2.5 / §2.5a).
+
+Per frame the network detects class-agnostic candidates (masks + re-ID embeddings). Every tracked object's
+mask of the previous frame is warped to this frame by optical flow (DIS by default; torchvision RAFT with
+weights) into a template, then, for all objects jointly:
+
+1. **IoU path**: the Hungarian matching on the IoU of templates and candidates; an object whose matched
+   candidate overlaps its template by more than ``rho_iou`` takes that candidate, and the candidate's
+   embedding joins the object's collection (the last ``collection`` embeddings are kept);
+2. **re-ID path**: each object still waiting, with a collection, may take a candidate left over: one whose
+   Euclidean distance is below ``rho_reid`` to at least ``reid_fraction`` of the collection; among those, the
+   Hungarian matching on the mean distance decides (the embedding is not added, as in the paper);
+3. **flow path**: otherwise the template, refined by the MGA module (or used as it is with ``refine=False``);
+   an empty template means the object is absent (only the re-ID path can bring it back).
+
+Each candidate is used once. The collection starts with the embedding of the given mask's box. The state is
+the previous frame, the objects' last masks and their bounded collections, so memory does not depend on the
+video's length; ``paths`` counts how often each path decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+from torch import nn
+from torchvision.ops import masks_to_boxes
+
+from vidseg.inference.flow import FLOW_NAMES, build_flow, warp_maps
+from vidseg.inference.recurrent import frame_tensor, propagator_from_checkpoint
+from vidseg.inference.session import FrameUpdate, Prediction, Propagator
+from vidseg.models.optimize import optimize_for_inference
+
+PATHS = ("iou", "reid", "flow", "absent")
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(K, N) IoU of boolean masks ``a`` (K, h, w) and ``b`` (N, h, w) (0 where both are empty)."""
+    x = a.reshape(len(a), -1).astype(np.float32)
+    y = b.reshape(len(b), -1).astype(np.float32)
+    inter = x @ y.T
+    union = x.sum(1)[:, None] + y.sum(1)[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def cascade(
+    templates: np.ndarray,
+    candidates: np.ndarray,
+    embeddings: np.ndarray,
+    collections: list[np.ndarray],
+    rho_iou: float = 0.3,
+    rho_reid: float = 2.3,
+    reid_fraction: float = 0.3,
+    reid: bool = True,
+) -> list[tuple[str, int]]:
+    """The path and candidate of each object: ``("iou", j)``, ``("reid", j)``, ``("flow", -1)`` or ``("absent", -1)``.
+
+    Args:
+        templates: (K, h, w) bool, the objects' warped masks.
+        candidates: (N, h, w) bool, the detections' masks; ``embeddings`` (N, D) their re-ID embeddings.
+        collections: per object, its (n_k, D) embeddings (n_k may be 0).
+        reid: False leaves the re-ID path out (the paper's ablation).
+    """
+    decisions: list[tuple[str, int] | None] = [None] * len(templates)
+    free = set(range(len(candidates)))
+    if len(templates) and len(candidates):
+        overlap = mask_iou(templates, candidates)
+        for k, j in zip(*linear_sum_assignment(-overlap)):
+            if overlap[k, j] > rho_iou:
+                decisions[k] = ("iou", int(j))
+                free.discard(int(j))
+    waiting = [k for k, d in enumerate(decisions) if d is None and len(collections[k])]
+    left = sorted(free)
+    if reid and waiting and left:
+        cost = np.full((len(waiting), len(left)), np.inf)
+        for row, k in enumerate(waiting):
+            distance = cdist(collections[k], embeddings[left])  # (n_k, N')
+            qualifies = (distance < rho_reid).mean(0) >= reid_fraction
+            cost[row, qualifies] = distance.mean(0)[qualifies]
+        finite = np.isfinite(cost)
+        if finite.any():
+            rows, cols = linear_sum_assignment(np.where(finite, cost, cost[finite].max() + 1e6))
+            for row, col in zip(rows, cols):
+                if finite[row, col]:
+                    decisions[waiting[row]] = ("reid", left[col])
+    return [d if d is not None else (("flow", -1) if templates[k].any() else ("absent", -1))
+            for k, d in enumerate(decisions)]
+
+
+@dataclass
+class OVSNetState:
+    tracks: list[int] = field(default_factory=list)
+    previous: np.ndarray | None = None  # (h, w, 3) uint8, the last frame
+    probabilities: np.ndarray | None = None  # (K, h, w) the tracks' final maps of the last frame
+    collections: dict[int, np.ndarray] = field(default_factory=dict)  # track -> (n, D) embeddings
+    paths: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
+    pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
+
+
+class OVSNetPropagator(Propagator):
+    """A trained :class:`~vidseg.models.ovsnet.OVSNet` running the one-pass cascade (module docstring).
+
+    Args:
+        model: the network (e.g. from :func:`~vidseg.models.checkpoint.load_model`).
+        device: where it runs.
+        max_side: frames are scaled down so their longer side is at most this (the working size).
+        test_size: the detector's shorter side (default: the network's ``test_size``; the paper's 800). The longer
+            side may then reach twice that.
+        flow: ``dis`` (OpenCV, default) or ``raft`` (torchvision RAFT-small; needs ``flow_weights`` or its file in
+            the torch hub cache).
+        rho_iou, rho_reid, reid_fraction, collection: the cascade's settings (default: the network config's).
+        reid, refine: False leaves the re-ID path / the MGA refinement of the flow path out (the ablation).
+        inplace: use ``model`` itself instead of a copy.
+    """
+
+    name = "ovsnet"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        max_side: int = 480,
+        test_size: int | None = None,
+        flow: str = "dis",
+        flow_weights: str | os.PathLike | None = None,
+        rho_iou: float | None = None,
+        rho_reid: float | None = None,
+        reid_fraction: float | None = None,
+        collection: int | None = None,
+        reid: bool = True,
+        refine: bool = True,
+        inplace: bool = False,
+    ):
+        if flow not in FLOW_NAMES:
+            raise ValueError(f"flow must be one of {', '.join(FLOW_NAMES)}, got {flow!r}")
+        self.device = torch.device(device)
+        self.max_side = int(max_side)
+        cfg = model.cfg
+        cascade_settings = {"rho_iou": rho_iou, "rho_reid": rho_reid, "reid_fraction": reid_fraction,
+                            "collection": collection}
+        changes = {k: v for k, v in cascade_settings.items() if v is not None}
+        if test_size is not None:
+            changes.update(test_size=int(test_size), max_size=max(cfg.max_size, 2 * int(test_size)))
+        self.cfg = dataclasses.replace(cfg, **changes)  # validates the values
+        self.model = optimize_for_inference(model.to(self.device), fold_bn=False, channels_last=False,
+                                            dtype=torch.float32, inplace=inplace)
+        self.model.cfg = self.cfg
+        self.model.detector.transform.min_size = (self.cfg.test_size,)
+        self.model.detector.transform.max_size = self.cfg.max_size
+        self.reid, self.refine = bool(reid), bool(refine)
+        self.flow = build_flow(flow, flow_weights, self.device)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        scale = min(1.0, self.max_side / max(height, width))
+        return max(32, round(height * scale)), max(32, round(width * scale))
+
+    def new_state(self) -> OVSNetState:
+        return OVSNetState()
+
+    def _detect(self, frame: np.ndarray):
+        return self.model.detect([frame_tensor(frame, self.device, torch.float32, False)[0]])[0]
+
+    def propagate(self, state: OVSNetState, frame: np.ndarray) -> Prediction:
+        if not state.tracks:
+            return Prediction.empty(*frame.shape[:2])
+        detections = self._detect(frame)
+        templates, _ = warp_maps(state.probabilities, self.flow(frame, state.previous))
+        candidates = detections.masks.float().cpu().numpy()
+        embeddings = detections.embeddings.float().cpu().numpy()
+        collections = [state.collections[t] for t in state.tracks]
+        decisions = cascade(templates > 0.5, candidates > 0.5, embeddings, collections, self.cfg.rho_iou,
+                            self.cfg.rho_reid, self.cfg.reid_fraction, self.reid)
+        maps = np.zeros_like(templates)
+        for k, (path, j) in enumerate(decisions):
+            if path in ("iou", "reid"):
+                maps[k] = candidates[j]
+        flowing = [k for k, (path, _) in enumerate(decisions) if path == "flow"]
+        if flowing:
+            warped = templates[flowing]
+            if self.refine:
+                warped = self.model.refine_masks(detections, torch.from_numpy(warped).to(self.device)).cpu().numpy()
+            maps[flowing] = warped
+        joining = {t: embeddings[j] for t, (path, j) in zip(state.tracks, decisions) if path == "iou"}
+        counts = [path for path, _ in decisions]
+        state.pending = {"detections": detections, "joining": joining, "counts": counts}
+        return Prediction(list(state.tracks), maps.astype(np.float32))
+
+    def commit(self, state: OVSNetState, frame: np.ndarray, update: FrameUpdate) -> None:
+        pending = state.pending or {}
+        keep = self.cfg.collection
+        collections = {t: c for t, c in state.collections.items() if t in update.tracks and t not in update.given}
+        for track, embedding in pending.get("joining", {}).items():
+            if track in collections:
+                collections[track] = np.concatenate([collections[track], embedding[None]])[-keep:]
+        if update.given:
+            rows = [update.tracks.index(t) for t in update.given]
+            given = self._embed_masks(pending.get("detections") or self._detect(frame), update.probabilities[rows])
+            collections.update(zip(update.given, given))
+        for track in update.tracks:
+            collections.setdefault(track, np.zeros((0, self.cfg.reid_dim), np.float32))
+        paths = dict(state.paths)
+        for path in pending.get("counts", []):
+            paths[path] += 1
+        state.tracks = list(update.tracks)
+        state.previous = np.array(frame, dtype=np.uint8)
+        state.probabilities = update.probabilities.astype(np.float32)
+        state.collections, state.paths, state.pending = collections, paths, None
+
+    def _embed_masks(self, detections, masks: np.ndarray) -> list[np.ndarray]:
+        """One (1, D) collection per mask: the embedding of its box (empty masks: no embedding)."""
+        out = []
+        for mask in masks > 0.5:
+            if not mask.any():
+                out.append(np.zeros((0, self.cfg.reid_dim), np.float32))
+                continue
+            box = masks_to_boxes(torch.from_numpy(mask)[None]).float()
+            box[:, 2:] += 1
+            sy, sx = detections.scale
+            box = (box * box.new_tensor([sx, sy, sx, sy])).to(self.device)
+            with torch.no_grad():
+                embedding = self.model.embed(detections.features, [box], [detections.image_size])
+            out.append(embedding.float().cpu().numpy())
+        return out
+
+    def state_dict(self, state: OVSNetState) -> dict[str, Any]:
+        return {"tracks": list(state.tracks), "previous": state.previous, "probabilities": state.probabilities,
+                "collections": [state.collections[t] for t in state.tracks], "paths": dict(state.paths)}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> OVSNetState:
+        tracks = [int(t) for t in saved["tracks"]]
+        collections = {t: np.asarray(c, np.float32).reshape(-1, self.cfg.reid_dim)
+                       for t, c in zip(tracks, saved["collections"])}
+        previous = None if saved["previous"] is None else np.asarray(saved["previous"], np.uint8)
+        probabilities = None if saved["probabilities"] is None else np.asarray(saved["probabilities"], np.float32)
+        return OVSNetState(tracks, previous, probabilities, collections, {k: int(v) for k, v in saved["paths"].items()})
+
+
+def build_ovsnet_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> OVSNetPropagator:
+    """The registry's builder (see :func:`~vidseg.inference.recurrent.propagator_from_checkpoint`)."""
+    return propagator_from_checkpoint(OVSNetPropagator, content, source, inplace=True, **options)
+
+
+__all__ = ["PATHS", "OVSNetPropagator", "OVSNetState", "build_ovsnet_propagator", "cascade", "mask_iou"]
