@@ -12,7 +12,7 @@ from test_segment_resume import assert_same_masks, interrupt_at, write_clip
 
 from vidseg.cli.main import main
 from vidseg.evaluation.metrics import jaccard
-from vidseg.inference.ovsnet import OVSNetPropagator, cascade, mask_iou
+from vidseg.inference.ovsnet import OVSNetPropagator, cascade, first_frame_finetune, mask_iou
 from vidseg.inference.runner import segment_video
 from vidseg.inference.session import InferenceSession
 from vidseg.models.checkpoint import save_checkpoint
@@ -143,3 +143,22 @@ def test_segment_command_runs_an_ovsnet_checkpoint(tmp_path, trained, capsys):
     assert main(["segment", str(frames), "--mask", str(first), "--method", "flow", "--out", str(tmp_path / "f"),
                  "--rho-iou", "0.4", "--quiet"]) == 2
     assert "--rho-iou" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_first_frame_fine_tuning_tunes_a_per_video_copy_and_resumes(tmp_path, squares, trained):
+    frames, masks = squares
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    tuned = first_frame_finetune(trained, frames[0], masks[0], steps=2, lr=1e-3)
+    assert any(not torch.equal(before[k], v) for k, v in tuned.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    clip, first = write_clip(tmp_path, num_frames=6)
+
+    def online():
+        return OVSNetPropagator(trained, max_side=96, online_steps=2, online_lr=1e-3)
+
+    segment_video(clip, [first], tmp_path / "full", method=online(), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(clip, [first], tmp_path / "out", progress=False, method=interrupt_at(online(), 3))
+    segment_video(clip, [first], tmp_path / "out", method=online(), progress=False, resume=True)
+    assert_same_masks(tmp_path / "out", tmp_path / "full")

@@ -96,7 +96,8 @@ _BUILTIN = (
                "flow-warped mask, then by re-ID embeddings, else the warped mask refined by mask-guided attention",
                propagator="vidseg.inference.ovsnet:build_ovsnet_propagator", config="vidseg.models.ovsnet:OVSNetConfig",
                model="vidseg.models.ovsnet:build_model", trainer="vidseg.training.ovsnet:OVSNetAdapter",
-               options=("max_side", "device", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid")),
+               options=("max_side", "device", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid", "online_steps",
+                        "online_lr")),
 )
 
 _methods: dict[str, MethodSpec] = {}

@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="working resolution's longer side (default: the method's own, for networks the size "
                         "they were trained at)")
     parser.add_argument("--online-steps", type=int, default=None, metavar="N",
-                        help="S2S-OL: fine-tune N steps on the first frame before segmenting (slower, often better)")
+                        help="S2S-OL / OVSNet: fine-tune N steps on the first frame before segmenting (slower, often better)")
     parser.add_argument("--online-lr", type=float, default=None, metavar="LR",
                         help="learning rate of --online-steps (default: 1e-5)")
     cascade = parser.add_argument_group("ovsnet cascade")

@@ -16,10 +16,15 @@ weights) into a template, then, for all objects jointly:
 Each candidate is used once. The collection starts with the embedding of the given mask's box. The state is
 the previous frame, the objects' last masks and their bounded collections, so memory does not depend on the
 video's length; ``paths`` counts how often each path decided.
+
+With ``online_steps`` > 0 a copy of the network is first fine-tuned on augmented copies of the frame where the
+objects are given (the paper's per-dataset fine-tuning on first frames, per video): pairs of random affine
+versions of the frame and its masks, each pair two images of the same objects, trained with the training loss.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -32,10 +37,14 @@ from scipy.spatial.distance import cdist
 from torch import nn
 from torchvision.ops import masks_to_boxes
 
+from vidseg.constants import VOID_ID
+from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.inference.flow import FLOW_NAMES, build_flow, warp_maps
 from vidseg.inference.recurrent import frame_tensor, propagator_from_checkpoint
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.optimize import optimize_for_inference
+from vidseg.models.ovsnet import FrameDetections, OVSNet
+from vidseg.models.ovsnet_loss import MIN_PIXELS, object_target, ovsnet_losses
 
 PATHS = ("iou", "reid", "flow", "absent")
 
@@ -93,6 +102,43 @@ def cascade(
             for k, d in enumerate(decisions)]
 
 
+def first_frame_finetune(model: OVSNet, frame: np.ndarray, labels: np.ndarray, steps: int, lr: float = 1e-5,
+                         pairs_per_step: int = 1, seed: int = 0) -> OVSNet:
+    """A copy of ``model`` fine-tuned ``steps`` Adam steps on augmented copies of ``frame`` ((H, W, 3) uint8) and
+    its object ids ``labels`` (H, W); the original is not touched. Returns it in eval mode."""
+    tuned = copy.deepcopy(model)
+    frozen = {id(p) for m in tuned.frozen_norms() for p in m.parameters()}
+    params = [p for p in tuned.parameters() if id(p) not in frozen]
+    for p in params:
+        p.requires_grad_(True)
+    ids = [int(i) for i in np.unique(labels) if i not in (0, VOID_ID)]
+    if steps <= 0 or not ids:
+        return tuned.eval()
+    tuned.train()
+    optimizer = torch.optim.Adam(params, lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    frame_t = torch.from_numpy(np.array(frame)).permute(2, 0, 1)
+    labels_t = torch.from_numpy(np.ascontiguousarray(labels))
+    device = params[0].device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # torchvision draws training sizes and RoI samples from the global generator
+        for _ in range(steps):
+            pairs = first_frame_affine_pairs(frame_t, labels_t, pairs_per_step, generator)
+            images = torch.cat([pairs.x0, pairs.x1]).to(device)
+            labelled = torch.cat([pairs.y0, pairs.y1]).to(device)
+            targets = []
+            for x, y in zip(images, labelled):
+                kept = [k for k in ids if int((y == k).sum()) >= MIN_PIXELS]
+                targets.append(object_target([y == k for k in kept], kept, x))
+            loss, _ = ovsnet_losses(tuned, list(images), targets, list(labelled == VOID_ID), generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    for p in params:
+        p.requires_grad_(False)
+    return tuned.eval()
+
+
 @dataclass
 class OVSNetState:
     tracks: list[int] = field(default_factory=list)
@@ -101,6 +147,7 @@ class OVSNetState:
     collections: dict[int, np.ndarray] = field(default_factory=dict)  # track -> (n, D) embeddings
     paths: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
     pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
+    model: OVSNet | None = field(default=None, repr=False)  # the per-video fine-tuned copy (online_steps > 0)
 
 
 class OVSNetPropagator(Propagator):
@@ -116,6 +163,7 @@ class OVSNetPropagator(Propagator):
             the torch hub cache).
         rho_iou, rho_reid, reid_fraction, collection: the cascade's settings (default: the network config's).
         reid, refine: False leaves the re-ID path / the MGA refinement of the flow path out (the ablation).
+        online_steps, online_lr: fine-tuning on the first given frame (0: off; see the module docstring).
         inplace: use ``model`` itself instead of a copy.
     """
 
@@ -135,6 +183,8 @@ class OVSNetPropagator(Propagator):
         collection: int | None = None,
         reid: bool = True,
         refine: bool = True,
+        online_steps: int = 0,
+        online_lr: float = 1e-5,
         inplace: bool = False,
     ):
         if flow not in FLOW_NAMES:
@@ -154,6 +204,7 @@ class OVSNetPropagator(Propagator):
         self.model.detector.transform.min_size = (self.cfg.test_size,)
         self.model.detector.transform.max_size = self.cfg.max_size
         self.reid, self.refine = bool(reid), bool(refine)
+        self.online_steps, self.online_lr = int(online_steps), float(online_lr)
         self.flow = build_flow(flow, flow_weights, self.device)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
@@ -163,13 +214,17 @@ class OVSNetPropagator(Propagator):
     def new_state(self) -> OVSNetState:
         return OVSNetState()
 
-    def _detect(self, frame: np.ndarray):
-        return self.model.detect([frame_tensor(frame, self.device, torch.float32, False)[0]])[0]
+    def _network(self, state: OVSNetState) -> OVSNet:
+        return state.model if state.model is not None else self.model
+
+    def _detect(self, model: OVSNet, frame: np.ndarray) -> FrameDetections:
+        return model.detect([frame_tensor(frame, self.device, torch.float32, False)[0]])[0]
 
     def propagate(self, state: OVSNetState, frame: np.ndarray) -> Prediction:
         if not state.tracks:
             return Prediction.empty(*frame.shape[:2])
-        detections = self._detect(frame)
+        model = self._network(state)
+        detections = self._detect(model, frame)
         templates, _ = warp_maps(state.probabilities, self.flow(frame, state.previous))
         candidates = detections.masks.float().cpu().numpy()
         embeddings = detections.embeddings.float().cpu().numpy()
@@ -184,7 +239,7 @@ class OVSNetPropagator(Propagator):
         if flowing:
             warped = templates[flowing]
             if self.refine:
-                warped = self.model.refine_masks(detections, torch.from_numpy(warped).to(self.device)).cpu().numpy()
+                warped = model.refine_masks(detections, torch.from_numpy(warped).to(self.device)).cpu().numpy()
             maps[flowing] = warped
         joining = {t: embeddings[j] for t, (path, j) in zip(state.tracks, decisions) if path == "iou"}
         counts = [path for path, _ in decisions]
@@ -200,7 +255,15 @@ class OVSNetPropagator(Propagator):
                 collections[track] = np.concatenate([collections[track], embedding[None]])[-keep:]
         if update.given:
             rows = [update.tracks.index(t) for t in update.given]
-            given = self._embed_masks(pending.get("detections") or self._detect(frame), update.probabilities[rows])
+            if self.online_steps and state.model is None:
+                labels = np.zeros(frame.shape[:2], np.uint8)
+                for k in rows:
+                    labels[update.probabilities[k] > 0.5] = k + 1
+                state.model = first_frame_finetune(self.model, frame, labels, self.online_steps, self.online_lr)
+                pending = {**pending, "detections": None}  # detections of the network before fine-tuning
+            model = self._network(state)
+            detections = pending.get("detections") or self._detect(model, frame)
+            given = self._embed_masks(model, detections, update.probabilities[rows])
             collections.update(zip(update.given, given))
         for track in update.tracks:
             collections.setdefault(track, np.zeros((0, self.cfg.reid_dim), np.float32))
@@ -212,7 +275,7 @@ class OVSNetPropagator(Propagator):
         state.probabilities = update.probabilities.astype(np.float32)
         state.collections, state.paths, state.pending = collections, paths, None
 
-    def _embed_masks(self, detections, masks: np.ndarray) -> list[np.ndarray]:
+    def _embed_masks(self, model: OVSNet, detections: FrameDetections, masks: np.ndarray) -> list[np.ndarray]:
         """One (1, D) collection per mask: the embedding of its box (empty masks: no embedding)."""
         out = []
         for mask in masks > 0.5:
@@ -224,13 +287,14 @@ class OVSNetPropagator(Propagator):
             sy, sx = detections.scale
             box = (box * box.new_tensor([sx, sy, sx, sy])).to(self.device)
             with torch.no_grad():
-                embedding = self.model.embed(detections.features, [box], [detections.image_size])
+                embedding = model.embed(detections.features, [box], [detections.image_size])
             out.append(embedding.float().cpu().numpy())
         return out
 
     def state_dict(self, state: OVSNetState) -> dict[str, Any]:
         return {"tracks": list(state.tracks), "previous": state.previous, "probabilities": state.probabilities,
-                "collections": [state.collections[t] for t in state.tracks], "paths": dict(state.paths)}
+                "collections": [state.collections[t] for t in state.tracks], "paths": dict(state.paths),
+                "model": None if state.model is None else state.model.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any]) -> OVSNetState:
         tracks = [int(t) for t in saved["tracks"]]
@@ -238,7 +302,16 @@ class OVSNetPropagator(Propagator):
                        for t, c in zip(tracks, saved["collections"])}
         previous = None if saved["previous"] is None else np.asarray(saved["previous"], np.uint8)
         probabilities = None if saved["probabilities"] is None else np.asarray(saved["probabilities"], np.float32)
-        return OVSNetState(tracks, previous, probabilities, collections, {k: int(v) for k, v in saved["paths"].items()})
+        model = None
+        if saved.get("model") is not None:
+            if not self.online_steps:
+                raise ValueError("the saved state holds a fine-tuned network; resume with the same --online-steps")
+            model = copy.deepcopy(self.model)
+            model.load_state_dict(saved["model"])
+        elif self.online_steps and tracks:
+            raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
+        paths = {k: int(v) for k, v in saved["paths"].items()}
+        return OVSNetState(tracks, previous, probabilities, collections, paths, model=model)
 
 
 def build_ovsnet_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> OVSNetPropagator:

@@ -239,11 +239,14 @@ class OVSNet(nn.Module):
         if cfg.detector_weights is not None:
             load_detector_weights(self, cfg.detector_weights)
         if cfg.freeze_bn:
-            for module in self._frozen_norms():
+            for module in self.frozen_norms():
                 for p in module.parameters():
                     p.requires_grad_(False)
 
-    def _frozen_norms(self) -> list[nn.Module]:
+    def frozen_norms(self) -> list[nn.Module]:
+        """The BatchNorm layers ``freeze_bn`` keeps in eval mode and untrained (backbone and its copy)."""
+        if not self.cfg.freeze_bn:
+            return []
         parts = (self.detector.backbone.body, self.refiner.stage)
         return [m for part in parts for m in part.modules() if isinstance(m, nn.BatchNorm2d)]
 
@@ -251,8 +254,8 @@ class OVSNet(nn.Module):
         super().train(mode)
         # torchvision resizes training images to a random one of min_size and eval images to the last one
         self.detector.transform.min_size = self.cfg.train_sizes if mode else (self.cfg.test_size,)
-        if mode and self.cfg.freeze_bn:
-            for module in self._frozen_norms():
+        if mode:
+            for module in self.frozen_norms():
                 module.eval()
         return self
 
