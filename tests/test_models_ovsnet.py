@@ -94,7 +94,7 @@ def test_batch_hard_triplet_loss_known_values():
     single = torch.zeros(2, 4, requires_grad=True)
     loss = batch_hard_triplet_loss(single, torch.tensor([0, 0]))
     loss.backward()  # no negative: zero, still part of the graph
-    assert float(loss) == 0.0
+    assert float(loss.detach()) == 0.0
 
 
 @pytest.mark.slow
@@ -115,3 +115,16 @@ def test_coco_mask_rcnn_weights_load_from_a_local_file(tmp_path):
         build_model({**TINY_OVSNET, "detector_weights": str(path)})
     with pytest.raises(VidsegError, match="not found"):
         build_model({**TINY_OVSNET, "detector_weights": str(tmp_path / "missing.pth")})
+
+
+def test_the_detector_of_an_ovsnet_checkpoint_starts_a_second_phase(tmp_path):
+    from vidseg.models.checkpoint import save_checkpoint
+
+    first = tiny_ovsnet(reid_weight=0.0, refine_weight=0.0)
+    path = save_checkpoint(tmp_path / "phase1.pt", {"method": "ovsnet", "model_config": first.cfg.to_dict(),
+                                                    "model": first.state_dict()})
+    torch.manual_seed(5)
+    second = build_model({**TINY_OVSNET, "detector_weights": str(path)})
+    for key, value in first.detector.state_dict().items():
+        assert torch.equal(second.detector.state_dict()[key], value), key
+    assert not torch.equal(second.reid[1].weight, first.reid[1].weight)  # only the detector is taken

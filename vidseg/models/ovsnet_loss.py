@@ -1,6 +1,6 @@
-"""OVSNet's training loss on detector images (SPEC §2.5 / §2.5a): ``L = L_mask + L_loc + L_cls + L_rpn + L_reid +
-lambda * L_refine``. Used by training (:mod:`vidseg.training.ovsnet`) and by the first-frame fine-tuning of
-inference (:mod:`vidseg.inference.ovsnet`).
+"""OVSNet's training loss on detector images (SPEC §2.5 / §2.5a): ``L = L_mask + L_loc + L_cls + L_rpn +
+reid_weight * L_reid + lambda * L_refine`` (``reid_weight`` 1 in the paper's full-network phase). Used by training
+(:mod:`vidseg.training.ovsnet`) and by the first-frame fine-tuning of inference (:mod:`vidseg.inference.ovsnet`).
 
 * Detector: torchvision's Mask R-CNN losses (RPN objectness and box, box classifier and regression, mask).
 * Re-ID: per image and object, ``REID_PER_OBJECT`` RPN proposals with IoU >= 0.5 to its box (drawn at random;
@@ -59,7 +59,7 @@ def ovsnet_losses(model: OVSNet, images: list[Tensor], targets: list[dict[str, T
     parts = {name: float(detector[key].detach()) for key, name in DETECTOR_PARTS.items()}
     reid = _reid_loss(model, features, proposals, resized, sizes, generator)
     refine = _refine_loss(model, features, resized, originals, voids, sizes, generator)
-    total = total + reid + model.cfg.refine_weight * refine
+    total = total + model.cfg.reid_weight * reid + model.cfg.refine_weight * refine
     parts.update(reid=float(reid.detach()), refine=float(refine.detach()), total=float(total.detach()))
     return total, parts
 
