@@ -102,15 +102,16 @@ def test_config_overrides_paths_and_phases(tmp_path, synth_data, monkeypatch):
 
 @pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_0", "hs2s_t-1", "hs2s_sim", "rvos", "cpu/s2s",
                                   "cpu/s2s++", "cpu/hs2s", "cpu/s2s_synth", "cpu/s2s++_synth", "cpu/hs2s_synth",
-                                  "cpu/rvos_zero_shot", "cpu/rvos_one_shot"])
+                                  "cpu/rvos_zero_shot", "cpu/rvos_one_shot", "ovsnet", "cpu/ovsnet"])
 def test_shipped_configs_are_valid(name, monkeypatch):
     monkeypatch.setenv("VIDSEG_DATA", "/data")
     monkeypatch.setenv("VIDSEG_SHARED", "/shared")
     config = load_config(REPO / "configs" / f"{name}.yaml")
     assert config.model.method == name.split("/")[-1].split("_")[0]
     if name.startswith("cpu/"):
-        assert config.data.size == (128, 224) and config.data.batch_size == 4
-        assert config.model.backbone == ("efficientnet_lite0" if "rvos" in name else "convnet-small")
+        if name != "cpu/ovsnet":  # a detector needs larger frames: 224x384, batch 2 clips of 3 frames
+            assert config.data.size == (128, 224) and config.data.batch_size == 4
+        assert config.model.backbone == ("efficientnet_lite0" if "rvos" in name or "ovsnet" in name else "convnet-small")
         if not name.endswith("_synth"):
             train, val = config.data.train[0].sequences, config.data.val.sequences
             assert len(train) == 21 and len(val) == 6 and not set(train) & set(val)
