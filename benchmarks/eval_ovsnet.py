@@ -8,7 +8,8 @@ separate runs; the frames/s column of later variants is therefore not a speed fi
 
     python benchmarks/eval_ovsnet.py --checkpoint runs/ovsnet/best.pt --root ../shared/data/davis2016-train-240p \\
         --year 2016 --resolution 240p --sequences-from configs/cpu/ovsnet.yaml --calibrate-on configs/cpu/ovsnet.yaml \\
-        --rho-iou 0.1 0.2 0.3 0.4 --rho-reid 1.0 2.0 3.0 --json runs/ovsnet_eval.json
+        --rho-iou 0.1 0.2 0.3 0.4 --rho-reid 1.0 2.0 3.0 --json runs/ovsnet_eval.json \\
+        --calibrated runs/ovsnet/calibrated.pt
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from eval_trained import fmt, score, val_sequences
 from PIL import Image
 from torchvision.ops import masks_to_boxes
 
+from vidseg.config.schema import load_config
 from vidseg.data.davis import DavisIndex
 from vidseg.inference.ovsnet import PATHS, OVSNetPropagator
 from vidseg.io.masks import read_mask
 from vidseg.machine import format_machine_info
-from vidseg.models.checkpoint import load_model
+from vidseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from vidseg.training.data import build_index
 
 _DETECTIONS: dict[bytes, object] = {}
 _FLOWS: dict[bytes, np.ndarray] = {}
@@ -70,42 +72,50 @@ class SharedWork(OVSNetPropagator):
 
 
 def calibrate(model, config: Path, every: int = 5) -> dict:
-    """Distances between re-ID embeddings of ground-truth boxes on the config's *training* videos: same object
-    (different frames) vs different objects, and the threshold that separates them best."""
-    values = yaml.safe_load(config.read_text())
-    source = values["data"]["train"][0]
-    root = Path(source["root"].replace("${VIDSEG_SHARED}", "../shared"))
-    index = DavisIndex(root, year=str(source.get("year", "2016")), split="train",
-                       resolution=source.get("resolution"), sequences=source.get("sequences"))
-    embeddings, labels = [], []
+    """Distances between re-ID embeddings of ground-truth boxes in the config's *training* videos (every
+    ``every``-th frame): the same object in different frames vs different objects of the same video (the
+    distractors the re-ID path must tell apart), and the threshold that separates them best."""
+    cfg = load_config(config)
+    embeddings, objects, videos = [], [], []
     model.eval()
-    for sequence in index:
-        for name, path in list(zip(sequence.frame_names, sequence.frame_paths))[::every]:
-            if name not in sequence.mask_paths:
-                continue
-            mask = read_mask(sequence.mask_paths[name])
-            frame = np.asarray(Image.open(path).convert("RGB"))
-            found = model.detect([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
-            for object_id in [i for i in np.unique(mask) if i not in (0, 255)]:
-                box = masks_to_boxes(torch.from_numpy(mask == object_id)[None]).float()
-                box[:, 2:] += 1
+    for source in cfg.data.train:
+        for sequence in build_index(source):
+            for name, path in list(zip(sequence.frame_names, sequence.frame_paths))[::every]:
+                if name not in sequence.mask_paths:
+                    continue
+                mask = read_mask(sequence.mask_paths[name])
+                frame = np.array(Image.open(path).convert("RGB"))
+                found = model.detect([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
                 sy, sx = found.scale
-                with torch.no_grad():
-                    e = model.embed(found.features, [box * box.new_tensor([sx, sy, sx, sy])], [found.image_size])
-                embeddings.append(e[0].numpy())
-                labels.append(f"{sequence.name}/{object_id}")
+                for object_id in [i for i in np.unique(mask) if i not in (0, 255)]:
+                    box = masks_to_boxes(torch.from_numpy(mask == object_id)[None]).float()
+                    box[:, 2:] += 1
+                    with torch.no_grad():
+                        e = model.embed(found.features, [box * box.new_tensor([sx, sy, sx, sy])], [found.image_size])
+                    embeddings.append(e[0].numpy())
+                    objects.append(f"{source.root}/{sequence.name}/{object_id}")
+                    videos.append(f"{source.root}/{sequence.name}")
     x = np.stack(embeddings)
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-    same = np.array(labels)[:, None] == np.array(labels)[None]
-    upper = np.triu(np.ones_like(same), 1)
-    positive, negative = d[same & upper], d[~same & upper]
+    same_object = np.array(objects)[:, None] == np.array(objects)[None]
+    same_video = np.array(videos)[:, None] == np.array(videos)[None]
+    upper = np.triu(np.ones_like(same_object), 1)
+    positive, negative = d[same_object & upper], d[same_video & ~same_object & upper]
     thresholds = np.quantile(np.concatenate([positive, negative]), np.linspace(0.01, 0.99, 99))
     accuracy = [((positive < t).mean() + (negative >= t).mean()) / 2 for t in thresholds]
     best = float(thresholds[int(np.argmax(accuracy))])
-    return {"videos": len(index), "embeddings": len(x), "same_median": float(np.median(positive)),
-            "same_p90": float(np.quantile(positive, 0.9)), "different_median": float(np.median(negative)),
-            "different_p10": float(np.quantile(negative, 0.1)), "best_threshold": best,
-            "balanced_accuracy": float(max(accuracy))}
+    return {"videos": len(set(videos)), "embeddings": len(x), "same_pairs": len(positive), "different_pairs": len(negative),
+            "same_median": float(np.median(positive)), "same_p90": float(np.quantile(positive, 0.9)),
+            "different_median": float(np.median(negative)), "different_p10": float(np.quantile(negative, 0.1)),
+            "best_threshold": best, "balanced_accuracy": float(max(accuracy))}
+
+
+def write_calibrated(checkpoint: Path, out: Path, rho_reid: float) -> None:
+    """A copy of ``checkpoint`` (weights, config, meta) whose config carries the calibrated ``rho_reid``."""
+    content = read_checkpoint(checkpoint)
+    kept = {key: content[key] for key in ("method", "model_config", "model", "meta") if key in content}
+    kept["model_config"] = {**kept["model_config"], "rho_reid": rho_reid}
+    save_checkpoint(out, kept)
 
 
 def main() -> None:
@@ -119,6 +129,7 @@ def main() -> None:
     parser.add_argument("--sequences-from", type=Path, help="take data.val.sequences of this training config")
     parser.add_argument("--max-side", type=int, default=432, help="working size (432: the 240p frames as they are)")
     parser.add_argument("--calibrate-on", type=Path, help="training config whose train videos calibrate rho_reid")
+    parser.add_argument("--calibrated", type=Path, help="write a copy of the checkpoint with the calibrated rho_reid")
     parser.add_argument("--rho-reid-default", type=float, help="rho_reid of the ablation (default: calibrated, else "
                         "the checkpoint's)")
     parser.add_argument("--rho-iou", type=float, nargs="*", default=[], help="rho_iou values to sweep (full model)")
@@ -140,6 +151,8 @@ def main() -> None:
         results["calibration"] = calibrate(model, args.calibrate_on)
         print("re-ID calibration on training videos:", json.dumps(results["calibration"]))
         rho_reid = rho_reid or round(results["calibration"]["best_threshold"], 2)
+        if args.calibrated:
+            write_calibrated(args.checkpoint, args.calibrated, round(results["calibration"]["best_threshold"], 2))
     rho_reid = rho_reid or model.cfg.rho_reid
     variants = [] if args.no_ablation else [
         ("base (IoU path, raw flow)", {"reid": False, "refine": False}),
