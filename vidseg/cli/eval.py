@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,8 @@ def register(subparsers) -> None:
                         "ImageSets/2016)")
     parser.add_argument("--resolution", default=None,
                         help="DAVIS resolution folder (480p, Full-Resolution, ...; default: 480p, or the only one)")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N", help="worker processes (sequences in parallel)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="worker processes, sequences in parallel (default: one per core; 1: no workers)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write CSV/JSON/plots (default: --results)")
     parser.add_argument("--no-plots", action="store_true", help="do not draw the plots")
     parser.add_argument(
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
 
+    if args.jobs is None:
+        args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if args.jobs < 1:
         raise VidsegError(f"--jobs must be at least 1, got {args.jobs}")
     if args.matching != "sequence" and args.task != "unsupervised":
