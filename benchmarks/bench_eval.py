@@ -2,6 +2,9 @@
 
     python benchmarks/bench_eval.py [--data ../shared/conformance/davis2017] [--jobs 1 2] [--repeat 3]
 
+It ends with the ``vidseg eval`` command timed end to end (interpreter start to plots written), defaults
+(one worker per core) and with ``--no-plots`` / ``--jobs 1``.
+
 Each (task, jobs) run happens in a fresh Python process so that its peak memory is its own. Printed:
 machine info, wall and CPU time (of the main process), peak RSS (the main process's ``VmHWM``, and
 the sampled peak of the sum over the whole process tree, workers included), whether every figure
@@ -16,6 +19,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +97,24 @@ def main() -> int:
                   f"{best['tree_rss_mb']:>8.0f} {official['wall_s'] / best['wall_s']:>8.1f}x "
                   f"{official['rss_gb'] * 1024 / peak_mb:>5.0f}x {diff:>11}")
     print("speed-up = official wall time / ours; mem / = official peak RSS / our peak (max of process and tree)")
+    print("\nthe `vidseg eval` command end to end (a fresh interpreter, imports, scoring, tables, CSV/JSON, plots):")
+    print(f"{'task':<16} {'options':<22} {'wall s':>8} {'speed-up':>9}")
+    for task in args.tasks:
+        for options in ([], ["--no-plots"], ["--jobs", "1"]):
+            best = min(cli_seconds(args.data, task, options) for _ in range(args.repeat))
+            label = " ".join(options) or "defaults"
+            print(f"{task:<16} {label:<22} {best:>8.2f} {OFFICIAL[task]['wall_s'] / best:>8.1f}x")
     return 0
+
+
+def cli_seconds(data: Path, task: str, options: list[str]) -> float:
+    """Wall seconds of one ``vidseg eval`` run on the conformance set, interpreter start included."""
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "vidseg.cli.main", "eval", "--gt", str(data / "gt"), "--results",
+                   str(data / "results" / EVAL_RESULTS[task]), "--task", task, "--out", out, *options]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":
