@@ -231,3 +231,15 @@ def test_tiny_hs2s_overfits_one_clip(tmp_path):
         "type": "synth", "root": str(data)}}}).data.val)
     metrics = validate(RecurrentPropagator(model, max_side=96, optimize=False), sequences)
     assert metrics["J"] > 0.9, metrics
+
+
+def test_shipped_configs_load_by_name_from_anywhere(tmp_path, monkeypatch):
+    from vidseg.config import config_path, shipped_configs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDSEG_SHARED", "/shared")
+    assert {"hs2s", "cpu/ovsnet", "cpu/rvos_zero_shot"} <= set(shipped_configs())
+    assert load_config("cpu/rvos_zero_shot").model.method == "rvos"
+    assert config_path("hs2s.yaml").name == "hs2s.yaml"
+    with pytest.raises(VidsegError, match="shipped config: cpu/bundled"):
+        load_config("no-such-config")

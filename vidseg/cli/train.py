@@ -25,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
         "  VIDSEG_SHARED=../shared vidseg train configs/cpu/rvos_zero_shot.yaml\n"
         "  vidseg train configs/cpu/hs2s.yaml train.steps=1000 data.batch_size=8 --out runs/try\n"
-        "  vidseg train configs/cpu/hs2s.yaml --out runs/try --resume",
+        "  vidseg train configs/cpu/hs2s.yaml --out runs/try --resume\n"
+        "  vidseg train hs2s                  # a config shipped with the package, by name (cpu/ovsnet, ...)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("config", metavar="CONFIG", help="YAML config file (see configs/)")
+    parser.add_argument("config", metavar="CONFIG",
+                        help="YAML config file, or the name of one shipped with the package (hs2s, cpu/rvos_one_shot, ...)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides, e.g. train.steps=1000 data.batch_size=8 data.size=[128,224]")
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")

@@ -8,8 +8,10 @@ from vidseg.config.schema import (
     ValConfig,
     apply_overrides,
     clip_phases,
+    config_path,
     load_config,
     parse_config,
+    shipped_configs,
 )
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "ValConfig",
     "apply_overrides",
     "clip_phases",
+    "config_path",
     "load_config",
     "parse_config",
+    "shipped_configs",
 ]

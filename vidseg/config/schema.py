@@ -38,6 +38,7 @@ _TYPE_KEYS = {
                   "still_fraction"},
 }
 _VAL_KEYS = {"max_frames", "max_sequences", "max_side"}
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the configs installed with the package
 _UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
@@ -414,11 +415,26 @@ def apply_overrides(values: dict[str, Any], overrides: list[str], source: str = 
     return values
 
 
+def shipped_configs() -> list[str]:
+    """The names of the configs shipped with the package (``hs2s``, ``cpu/ovsnet``, ...)."""
+    return sorted(p.relative_to(SHIPPED).with_suffix("").as_posix() for p in SHIPPED.rglob("*.yaml"))
+
+
+def config_path(name: str | os.PathLike) -> Path:
+    """A config file: ``name`` itself when it is a file, else the shipped config of that name."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED / f"{str(name).removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise VidsegError("config file not found", path, f"give a YAML file, or a shipped config: {', '.join(shipped_configs())}")
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config file, apply ``overrides`` and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise VidsegError("config file not found", path)
+    """Read a YAML config file (or a shipped config by name, see :func:`config_path`), apply ``overrides`` and
+    validate it."""
+    path = config_path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -439,6 +455,8 @@ __all__ = [
     "ValConfig",
     "apply_overrides",
     "clip_phases",
+    "config_path",
     "load_config",
     "parse_config",
+    "shipped_configs",
 ]
