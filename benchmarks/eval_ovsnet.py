@@ -8,7 +8,7 @@ separate runs; the frames/s column of later variants is therefore not a speed fi
 
     python benchmarks/eval_ovsnet.py --checkpoint runs/ovsnet/best.pt --root ../shared/data/davis2016-train-240p \\
         --year 2016 --resolution 240p --sequences-from configs/cpu/ovsnet.yaml --calibrate-on configs/cpu/ovsnet.yaml \\
-        --rho-iou 0.1 0.2 0.3 0.4 --rho-reid 1.0 2.0 3.0 --json runs/ovsnet_eval.json \\
+        --rho-iou 0.1 0.2 0.4 --rho-reid-scale 0.5 0.91 1.09 2 --json runs/ovsnet_eval.json \\
         --calibrated runs/ovsnet/calibrated.pt
 """
 
@@ -134,6 +134,9 @@ def main() -> None:
                         "the checkpoint's)")
     parser.add_argument("--rho-iou", type=float, nargs="*", default=[], help="rho_iou values to sweep (full model)")
     parser.add_argument("--rho-reid", type=float, nargs="*", default=[], help="rho_reid values to sweep (full model)")
+    parser.add_argument("--rho-reid-scale", type=float, nargs="*", default=[],
+                        help="also sweep rho_reid at these multiples of the ablation's value (the paper: 2.1..2.5 "
+                        "around 2.3 = 0.91..1.09)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
@@ -160,7 +163,8 @@ def main() -> None:
         ("+ MGA (full)", {}),
     ]
     variants += [(f"rho_iou {v}", {"rho_iou": v}) for v in args.rho_iou]
-    variants += [(f"rho_reid {v}", {"rho_reid": v}) for v in args.rho_reid]
+    sweep = [*args.rho_reid, *(round(rho_reid * f, 3) for f in args.rho_reid_scale)]
+    variants += [(f"rho_reid {v}", {"rho_reid": v}) for v in sweep]
     with tempfile.TemporaryDirectory() as tmp:
         for label, options in variants:
             options = {"rho_reid": rho_reid, **options}
