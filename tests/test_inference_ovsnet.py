@@ -12,7 +12,12 @@ from test_segment_resume import assert_same_masks, interrupt_at, write_clip
 
 from vidseg.cli.main import main
 from vidseg.evaluation.metrics import jaccard
-from vidseg.inference.ovsnet import OVSNetPropagator, cascade, first_frame_finetune, mask_iou
+from vidseg.inference.ovsnet import (
+    OVSNetPropagator,
+    cascade,
+    first_frame_finetune,
+    mask_iou,
+)
 from vidseg.inference.runner import segment_video
 from vidseg.inference.session import InferenceSession
 from vidseg.models.checkpoint import save_checkpoint
@@ -162,3 +167,29 @@ def test_first_frame_fine_tuning_tunes_a_per_video_copy_and_resumes(tmp_path, sq
         segment_video(clip, [first], tmp_path / "out", progress=False, method=interrupt_at(online(), 3))
     segment_video(clip, [first], tmp_path / "out", method=online(), progress=False, resume=True)
     assert_same_masks(tmp_path / "out", tmp_path / "full")
+
+
+@pytest.mark.slow
+def test_without_detections_the_propagator_refines_the_warped_masks(squares, trained):
+    import copy
+
+    from vidseg.inference.flow import DISFlow, warp_maps
+
+    frames, masks = squares
+    blind = copy.deepcopy(trained)
+    blind.detector.roi_heads.score_thresh = 1.1  # no candidate ever passes: every object takes the flow path
+    outputs = {}
+    for refine in (False, True):
+        session = InferenceSession(OVSNetPropagator(blind, max_side=96, refine=refine))
+        session.step(frames[0], masks[0])
+        state = session.state
+        previous = state.probabilities
+        prediction = session.propagator.propagate(state, frames[1])
+        assert state.pending["counts"] == ["flow", "flow"]
+        outputs[refine] = prediction.probabilities
+    warped, _ = warp_maps(previous, DISFlow()(frames[1], frames[0]))
+    assert np.array_equal(outputs[False], warped)
+    found = blind.eval().detect([torch.from_numpy(frames[1]).permute(2, 0, 1).float() / 255])[0]
+    refined = blind.refine_masks(found, torch.from_numpy(warped)).numpy()
+    assert np.allclose(outputs[True], refined, atol=1e-5)
+    assert not np.allclose(outputs[True], warped, atol=1e-2)
