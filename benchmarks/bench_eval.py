@@ -3,7 +3,7 @@
     python benchmarks/bench_eval.py [--data ../shared/conformance/davis2017] [--jobs 1 2] [--repeat 3]
 
 It ends with the ``vidseg eval`` command timed end to end (interpreter start to plots written), defaults
-(one worker per core) and with ``--no-plots`` / ``--jobs 1``.
+(one worker per core, no plots) and with ``--plots`` / ``--jobs 1``.
 
 Each (task, jobs) run happens in a fresh Python process so that its peak memory is its own. Printed:
 machine info, wall and CPU time (of the main process), peak RSS (the main process's ``VmHWM``, and
@@ -100,7 +100,7 @@ def main() -> int:
     print("\nthe `vidseg eval` command end to end (a fresh interpreter, imports, scoring, tables, CSV/JSON, plots):")
     print(f"{'task':<16} {'options':<22} {'wall s':>8} {'speed-up':>9}")
     for task in args.tasks:
-        for options in ([], ["--no-plots"], ["--jobs", "1"]):
+        for options in ([], ["--plots"], ["--jobs", "1"]):
             best = min(cli_seconds(args.data, task, options) for _ in range(args.repeat))
             label = " ".join(options) or "defaults"
             print(f"{task:<16} {label:<22} {best:>8.2f} {OFFICIAL[task]['wall_s'] / best:>8.1f}x")

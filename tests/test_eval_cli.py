@@ -54,7 +54,7 @@ def run_cli(capsys, *args):
 def test_cli_prints_tables_and_writes_csv_json_and_plots(davis, tmp_path, capsys):
     root, results = davis
     out = tmp_path / "report"
-    code, stdout, _ = run_cli(capsys, "--gt", root, "--results", results, "--out", out)
+    code, stdout, _ = run_cli(capsys, "--gt", root, "--results", results, "--out", out, "--plots")
     assert code == 0
     assert "Global results for semi-supervised" in stdout and "J&F-Mean" in stdout
     assert "alpha_1" in stdout and "beta_2" in stdout
@@ -77,7 +77,7 @@ def test_cli_prints_tables_and_writes_csv_json_and_plots(davis, tmp_path, capsys
 def test_cli_parallel_jobs_give_identical_numbers(davis, tmp_path, capsys):
     root, results = davis
     code, _, _ = run_cli(capsys, "--gt", root, "--results", results, "--out", tmp_path / "o",
-                         "--jobs", "2", "--no-plots", "--task", "unsupervised")
+                         "--jobs", "2", "--task", "unsupervised")  # no plots unless asked
     assert code == 0
     serial = evaluate(root, results, task="unsupervised", jobs=1)
     written = (tmp_path / "o" / "per-sequence_results-val.csv").read_text()

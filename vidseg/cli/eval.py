@@ -16,7 +16,7 @@ def register(subparsers) -> None:
         description=(
             "Score one folder of PNG masks per sequence against the ground truth. Prints the global and "
             "per-object tables, writes global_results-<set>.csv, per-sequence_results-<set>.csv, "
-            "results-<set>.json and plots-<set>/ into --out (default: the results folder)."
+            "results-<set>.json (and, with --plots, plots-<set>/) into --out (default: the results folder)."
         ),
         epilog="examples:\n"
         "  vidseg eval --gt DAVIS --results results/my-method --set val --jobs 2\n"
@@ -53,7 +53,10 @@ def register(subparsers) -> None:
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="worker processes, sequences in parallel (default: one per core; 1: no workers)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write CSV/JSON/plots (default: --results)")
-    parser.add_argument("--no-plots", action="store_true", help="do not draw the plots")
+    parser.add_argument("--plots", action="store_true",
+                        help="also draw plots-<set>/*.png (J&F per sequence, J over time, length and occlusion "
+                        "analyses; about 1 s more)")
+    parser.add_argument("--no-plots", action="store_true", help=argparse.SUPPRESS)  # the default since plots are opt-in
     parser.add_argument(
         "--void", default="exclude", choices=("exclude", "background"),
         help="GT void pixels (255): left out of every measure (default), or counted as background as the "
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         )
     elapsed = time.perf_counter() - start
     out_dir = Path(args.out) if args.out else Path(args.results)
-    paths = write_report(result, out_dir, plots=not args.no_plots)
+    paths = write_report(result, out_dir, plots=args.plots)
     print(format_global_table(result))
     print()
     print(format_sequence_table(result))
