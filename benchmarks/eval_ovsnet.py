@@ -138,6 +138,8 @@ def main() -> None:
                         help="also sweep rho_reid at these multiples of the ablation's value (the paper: 2.1..2.5 "
                         "around 2.3 = 0.91..1.09)")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, metavar="LABEL",
+                        help="run only the ablation rows whose label starts with one of these")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -161,7 +163,10 @@ def main() -> None:
         ("base (IoU path, raw flow)", {"reid": False, "refine": False}),
         ("+ re-ID", {"refine": False}),
         ("+ MGA (full)", {}),
+        ("base + MGA (no re-ID)", {"reid": False}),
     ]
+    if args.only is not None:
+        variants = [(label, options) for label, options in variants if label.startswith(tuple(args.only))]
     variants += [(f"rho_iou {v}", {"rho_iou": v}) for v in args.rho_iou]
     sweep = [*args.rho_reid, *(round(rho_reid * f, 3) for f in args.rho_reid_scale)]
     variants += [(f"rho_reid {v}", {"rho_reid": v}) for v in sweep]
