@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 from conftest import tiny_network
@@ -104,3 +105,24 @@ def test_failed_compile_is_reported_in_the_row(monkeypatch, flow_only):
     row = measure_speed("s2s", (64, 96), 3, make_settings(quick=True, methods=["s2s"], dtype="bfloat16"))
     assert row["error"] is None and row["dtype"] == "bfloat16" and row["working_size"] == "64x96"
     assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+
+
+def test_native_precisions_come_from_the_cpu_flags():
+    from vidseg.machine import machine_info, native_precisions
+
+    assert native_precisions({"avx2", "fma"}) == {"bfloat16": [], "int8": []}  # an AVX2-only CPU emulates both
+    assert native_precisions({"avx512_bf16", "avx_vnni", "avx2"}) == {"bfloat16": ["avx512_bf16"], "int8": ["avx_vnni"]}
+    assert machine_info()["native"].startswith("bfloat16 ")
+
+
+def test_forcing_bfloat16_on_a_cpu_that_emulates_it_warns(monkeypatch):
+    import vidseg.machine
+    from vidseg.inference.methods import build_propagator
+
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.warns(UserWarning, match="no native bfloat16.*--dtype float32"):
+        build_propagator("s2s++", dtype="bfloat16", max_side=64)
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx512_bf16"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_propagator("s2s++", dtype="bfloat16", max_side=64)

@@ -20,6 +20,27 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU flags that decide which precisions run natively (the rest are emulated, often slower than float32).
+NATIVE_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16"), "int8": ("avx512_vnni", "avx_vnni", "amx_int8")}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_precisions(flags: set[str] | None = None) -> dict[str, list[str]]:
+    """For each reduced precision, the CPU flags that run it natively (empty: emulated or unknown)."""
+    flags = cpu_flags() if flags is None else flags
+    return {dtype: [f for f in wanted if f in flags] for dtype, wanted in NATIVE_FLAGS.items()}
+
+
 def machine_info() -> dict[str, str]:
     """CPU, cores, load, thread settings and library versions (torch only when already imported)."""
     import sys
@@ -31,6 +52,8 @@ def machine_info() -> dict[str, str]:
     info = {
         "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores)",
         "load": ", ".join(f"{v:.1f}" for v in load),
+        "native": ", ".join(f"{dtype} {'(' + ' '.join(found) + ')' if found else 'no'}"
+                            for dtype, found in native_precisions().items()),
         "threads": f"OpenCV {cv2.getNumThreads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         "python": f"{platform.python_version()} ({platform.system()} {platform.release()})",
         "versions": f"numpy {np.__version__}, opencv {cv2.__version__}",
