@@ -294,6 +294,8 @@ def run_jobs(jobs: list[SequenceJob], n_jobs: int = 1, progress: bool | None = N
 
     methods = mp.get_all_start_methods()
     context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":  # workers fork from a server that imported the scorer once
+        context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=context, initializer=_init_worker)
     try:
         futures = [pool.submit(run_job, job) for job in jobs]
