@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from eval_trained import fmt, score, val_sequences
 from PIL import Image
-from torchvision.ops import masks_to_boxes
 
 from vidseg.config.schema import load_config
 from vidseg.data.davis import DavisIndex
@@ -85,16 +84,13 @@ def calibrate(model, config: Path, every: int = 5) -> dict:
                     continue
                 mask = read_mask(sequence.mask_paths[name])
                 frame = np.array(Image.open(path).convert("RGB"))
+                ids = [i for i in np.unique(mask) if i not in (0, 255)]
+                if not ids:
+                    continue
                 found = model.detect([torch.from_numpy(frame).permute(2, 0, 1).float() / 255])[0]
-                sy, sx = found.scale
-                for object_id in [i for i in np.unique(mask) if i not in (0, 255)]:
-                    box = masks_to_boxes(torch.from_numpy(mask == object_id)[None]).float()
-                    box[:, 2:] += 1
-                    with torch.no_grad():
-                        e = model.embed(found.features, [box * box.new_tensor([sx, sy, sx, sy])], [found.image_size])
-                    embeddings.append(e[0].numpy())
-                    objects.append(f"{source.root}/{sequence.name}/{object_id}")
-                    videos.append(f"{source.root}/{sequence.name}")
+                embeddings.extend(model.embed_masks(found, torch.from_numpy(np.stack([mask == i for i in ids]))).numpy())
+                objects.extend(f"{source.root}/{sequence.name}/{i}" for i in ids)
+                videos.extend(f"{source.root}/{sequence.name}" for _ in ids)
     x = np.stack(embeddings)
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     same_object = np.array(objects)[:, None] == np.array(objects)[None]

@@ -35,7 +35,6 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from torch import nn
-from torchvision.ops import masks_to_boxes
 
 from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
@@ -276,19 +275,13 @@ class OVSNetPropagator(Propagator):
         state.collections, state.paths, state.pending = collections, paths, None
 
     def _embed_masks(self, model: OVSNet, detections: FrameDetections, masks: np.ndarray) -> list[np.ndarray]:
-        """One (1, D) collection per mask: the embedding of its box (empty masks: no embedding)."""
-        out = []
-        for mask in masks > 0.5:
-            if not mask.any():
-                out.append(np.zeros((0, self.cfg.reid_dim), np.float32))
-                continue
-            box = masks_to_boxes(torch.from_numpy(mask)[None]).float()
-            box[:, 2:] += 1
-            sy, sx = detections.scale
-            box = (box * box.new_tensor([sx, sy, sx, sy])).to(self.device)
-            with torch.no_grad():
-                embedding = model.embed(detections.features, [box], [detections.image_size])
-            out.append(embedding.float().cpu().numpy())
+        """One collection per mask: the (1, D) embedding of its box, or (0, D) for an empty mask."""
+        present = (masks > 0.5).reshape(len(masks), -1).any(1)
+        out = [np.zeros((0, self.cfg.reid_dim), np.float32) for _ in masks]
+        if present.any():
+            embedded = model.embed_masks(detections, torch.from_numpy(masks[present] > 0.5)).float().cpu().numpy()
+            for k, embedding in zip(np.flatnonzero(present), embedded):
+                out[k] = embedding[None]
         return out
 
     def state_dict(self, state: OVSNetState) -> dict[str, Any]:

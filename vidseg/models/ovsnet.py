@@ -17,7 +17,7 @@ Three parts on one backbone + FPN:
 The network holds weights only (the per-video state of the cascade lives in
 :mod:`vidseg.inference.ovsnet`). Stage methods: :meth:`OVSNet.prepare` (resize + normalise + FPN features),
 :meth:`OVSNet.embed`, :meth:`OVSNet.mask_probabilities`, :meth:`OVSNet.refine` and, for inference,
-:meth:`OVSNet.detect` and :meth:`OVSNet.refine_masks`.
+:meth:`OVSNet.detect`, :meth:`OVSNet.embed_masks` and :meth:`OVSNet.refine_masks`.
 """
 
 from __future__ import annotations
@@ -179,6 +179,16 @@ class MaskGuidedRefiner(nn.Module):
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
 
 
+def mask_boxes(masks: Tensor) -> Tensor:
+    """(N, H, W) bool masks (none empty) -> (N, 4) float boxes of their pixel extents (x2, y2 exclusive, so a
+    one-pixel-wide object has a positive width)."""
+    if len(masks) == 0:
+        return torch.zeros((0, 4), device=masks.device)
+    boxes = masks_to_boxes(masks).float()
+    boxes[:, 2:] += 1
+    return boxes
+
+
 def enlarge_boxes(boxes: Tensor, factor: float) -> Tensor:
     """(N, 4) x1y1x2y2 boxes scaled by ``factor`` about their centres."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -213,6 +223,11 @@ class FrameDetections:
     features: dict[str, Tensor]
     image_size: tuple[int, int]
     scale: tuple[float, float]
+
+    def scale_factor(self, like: Tensor) -> Tensor:
+        """(4,) factor from frame to detector box coordinates (x1, y1, x2, y2)."""
+        sy, sx = self.scale
+        return like.new_tensor([sx, sy, sx, sy])
 
 
 class OVSNet(nn.Module):
@@ -315,6 +330,13 @@ class OVSNet(nn.Module):
         return out
 
     @torch.no_grad()
+    def embed_masks(self, detections: FrameDetections, masks: Tensor) -> Tensor:
+        """Re-ID embeddings (K, reid_dim) of the boxes of ``masks`` (K, H, W) bool, none empty, in the frame of
+        ``detections``."""
+        boxes = mask_boxes(masks) * detections.scale_factor(detections.boxes)
+        return self.embed(detections.features, [boxes.to(detections.boxes.device)], [detections.image_size])
+
+    @torch.no_grad()
     def refine_masks(self, detections: FrameDetections, masks: Tensor) -> Tensor:
         """MGA-refined probabilities (K, H, W) of ``masks`` (K, H, W) in the frame of ``detections``: each mask's
         box is its pixels' extent, its attention the mask itself. Empty masks stay empty."""
@@ -323,11 +345,9 @@ class OVSNet(nn.Module):
         if not bool(present.any()):
             return out
         chosen = masks[present].float()
-        boxes = masks_to_boxes(chosen > 0.5)
-        boxes[:, 2:] += 1  # pixel extents
+        boxes = mask_boxes(chosen > 0.5)
         inner = roi_align(chosen[:, None], [boxes], MASK_SIDE, aligned=True)
-        sy, sx = detections.scale
-        factor = boxes.new_tensor([sx, sy, sx, sy])
+        factor = detections.scale_factor(boxes)
         logits, enlarged = self.refine(detections.features, [boxes * factor], inner, [detections.image_size])
         probabilities = torch.softmax(logits.float(), dim=1)[:, 1:2]
         pasted = paste_masks_in_image(probabilities, enlarged[0] / factor, tuple(masks.shape[-2:]))
@@ -370,4 +390,5 @@ def load_detector_weights(model: OVSNet, weights: str | os.PathLike) -> None:
 
 
 __all__ = ["FPNBackbone", "FrameDetections", "MaskGuidedRefiner", "OVSNet", "OVSNetConfig", "PyramidPooling",
-           "build_model", "coco_weights_path", "enlarge_boxes", "guided_attention", "load_detector_weights"]
+           "build_model", "coco_weights_path", "enlarge_boxes", "guided_attention", "load_detector_weights",
+           "mask_boxes"]

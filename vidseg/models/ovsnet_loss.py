@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_iou, masks_to_boxes, roi_align
+from torchvision.ops import box_iou, roi_align
 
 from vidseg.models.losses import batch_hard_triplet_loss
-from vidseg.models.ovsnet import MASK_SIDE, OVSNet
+from vidseg.models.ovsnet import MASK_SIDE, OVSNet, mask_boxes
 
 MIN_PIXELS = 16  # smaller objects are not detector targets
 REID_PER_OBJECT = 2
@@ -39,9 +39,7 @@ def object_target(objects: list[Tensor], identities: list[int], like: Tensor) ->
     """The detector target of one image from its objects' (H, W) bool masks and identities (``like``: any tensor
     on the image's device)."""
     masks = torch.stack(objects) if objects else torch.zeros((0, *like.shape[-2:]), dtype=torch.bool, device=like.device)
-    boxes = masks_to_boxes(masks).float() if objects else torch.zeros((0, 4), device=like.device)
-    boxes[:, 2:] += 1  # pixel extents: a one-pixel-wide object has a positive width
-    return {"boxes": boxes, "labels": torch.ones(len(objects), dtype=torch.int64, device=like.device),
+    return {"boxes": mask_boxes(masks), "labels": torch.ones(len(objects), dtype=torch.int64, device=like.device),
             "masks": masks.to(torch.uint8), "identity": torch.tensor(identities, dtype=torch.int64, device=like.device)}
 
 
