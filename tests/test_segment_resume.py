@@ -52,10 +52,10 @@ def assert_same_masks(a: Path, b: Path) -> None:
         assert np.array_equal(read_mask(a / name), read_mask(b / name)), name
 
 
-@pytest.mark.parametrize("name", ["s2s++", "hs2s"])
-def test_recurrent_resume_gives_the_uninterrupted_masks(tmp_path, name):
+@pytest.mark.parametrize("name, flow_prior", [("s2s++", False), ("hs2s", False), ("s2s++", True)])
+def test_recurrent_resume_gives_the_uninterrupted_masks(tmp_path, name, flow_prior):
     frames, first = write_clip(tmp_path)
-    model = tiny_network(name)
+    model = tiny_network(name, flow_prior=flow_prior)
     full = segment_video(frames, [first], tmp_path / "full", method=RecurrentPropagator(model, max_side=96),
                          progress=False)
     with pytest.raises(KeyboardInterrupt):

@@ -14,12 +14,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from vidseg.errors import VidsegError
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
+
+if TYPE_CHECKING:
+    import torch
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -107,6 +111,36 @@ class RAFTFlow:
         with torch.no_grad():
             flow = self.model(prepare(frame), prepare(previous), num_flow_updates=self.updates)[-1]
         return flow[0, :, :height, :width].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+def warp_with_flow(maps: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """Torch twin of :func:`warp_maps`: backward-warp (B, C, h, w) ``maps`` along (B|1, h, w, 2) flows from the new
+    frame to the previous one (bilinear, borders replicated, as ``cv2.remap``); differentiable in ``maps``."""
+    import torch
+    import torch.nn.functional as F
+
+    batch, _, height, width = maps.shape
+    ys, xs = torch.meshgrid(torch.arange(height, device=maps.device), torch.arange(width, device=maps.device),
+                            indexing="ij")
+    backward = backward.to(maps.device, torch.float32).expand(batch, -1, -1, -1)
+    grid = torch.stack([(xs + backward[..., 0]) * (2 / max(width - 1, 1)) - 1,
+                        (ys + backward[..., 1]) * (2 / max(height - 1, 1)) - 1], dim=-1)
+    return F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def warp_to_frame(masks: torch.Tensor, frames: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """The flow prior: (B, 1, h, w) ``masks`` of the ``previous`` frames warped to ``frames`` ((B|1, 3, h, w) RGB in
+    [0, 1]) by DIS backward flow, one flow per frame pair. Training, online learning and inference all use it."""
+    import torch
+
+    def as_images(x: torch.Tensor) -> np.ndarray:
+        return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    new, old = as_images(frames), as_images(previous)
+    dis = DISFlow()
+    pairs = max(len(new), len(old))
+    backward = np.stack([dis(new[i % len(new)], old[i % len(old)]) for i in range(pairs)])
+    return warp_with_flow(masks, torch.from_numpy(backward))
 
 
 FLOW_NAMES = ("dis", "raft")

@@ -11,6 +11,7 @@ from torch import nn
 from vidseg.config.schema import LossConfig
 from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
+from vidseg.inference.flow import warp_to_frame
 from vidseg.models.losses import segmentation_loss
 
 
@@ -47,8 +48,9 @@ def online_finetune(
         y0 = (pairs.y0 == pick).float().unsqueeze(1).to(device)
         y1 = (pairs.y1 == pick).float().unsqueeze(1).to(device)
         void = (pairs.y1 == VOID_ID).to(device)
-        state = tuned.init_state(pairs.x0.to(device), y0)
-        out, _ = tuned.step(pairs.x1.to(device), y0, state)
+        x0, x1 = pairs.x0.to(device), pairs.x1.to(device)
+        state = tuned.init_state(x0, y0)
+        out, _ = tuned.step(x1, y0, state, warp_to_frame(y0, x1, x0) if tuned.cfg.flow_prior else None)
         loss, _ = segmentation_loss(out.logits, y1, out.border_logits, loss_cfg.lam, void,
                                     max_distance=loss_cfg.max_distance, iou_weight=loss_cfg.iou_weight)
         optimizer.zero_grad(set_to_none=True)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vidseg.constants import DTYPE_NAMES
+from vidseg.inference.flow import DISFlow, warp_with_flow
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
@@ -31,6 +32,7 @@ class RecurrentState:
     previous: Tensor | None = None  # (K, 1, h, w) committed probabilities of the last frame
     pending: dict[str, Tensor] | None = None  # state after propagate(), before commit()
     model: nn.Module | None = field(default=None, repr=False)  # per-video copy when online learning is on
+    previous_frame: np.ndarray | None = None  # (h, w, 3) uint8 last frame, for networks with a flow prior
 
 
 def frame_tensor(frame: np.ndarray, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Tensor:
@@ -84,6 +86,7 @@ class RecurrentPropagator(Propagator):
         self.online_lr = float(online_lr)
         self.online_batch = int(online_batch)
         self.seed = int(seed)
+        self.flow = DISFlow() if model.cfg.flow_prior else None
         model = model.to(self.device)
         # Keep the trainable network only for online learning; otherwise only the optimized copy stays alive.
         self.trainable = model if self.online_steps else None
@@ -105,7 +108,11 @@ class RecurrentPropagator(Propagator):
         if not state.tracks:
             return Prediction.empty(*frame.shape[:2])
         with torch.inference_mode():
-            out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network)
+            prior = None
+            if self.flow is not None:  # the same DIS warp as in training (warp_to_frame)
+                backward = torch.from_numpy(self.flow(frame, state.previous_frame))[None]
+                prior = warp_with_flow(state.previous.float(), backward).to(self.dtype)
+            out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network, prior)
             return Prediction(list(state.tracks), torch.sigmoid(out.logits[:, 0].float()).cpu().numpy())
 
     def commit(self, state: RecurrentState, frame: np.ndarray, update: FrameUpdate) -> None:
@@ -127,6 +134,7 @@ class RecurrentPropagator(Propagator):
                 fresh = state.model.init_state(x, previous[given])
                 network = _put_rows(network, fresh, given, len(update.tracks))
             state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
+            state.previous_frame = np.array(frame) if self.flow is not None else None
 
     def state_dict(self, state: RecurrentState) -> dict[str, Any]:
         tuned = state.model is not None and state.model is not self.model
@@ -134,6 +142,7 @@ class RecurrentPropagator(Propagator):
             "tracks": list(state.tracks),
             "network": dict(state.network or {}),
             "previous": state.previous,
+            "previous_frame": state.previous_frame,
             "model": state.model.state_dict() if tuned else None,  # the per-video fine-tuned copy (S2S-OL)
         }
 
@@ -142,6 +151,8 @@ class RecurrentPropagator(Propagator):
         state.tracks = [int(t) for t in saved["tracks"]]
         state.network = {key: value.to(self.device) for key, value in saved["network"].items()} or None
         state.previous = saved["previous"].to(self.device)
+        if saved.get("previous_frame") is not None:
+            state.previous_frame = np.asarray(saved["previous_frame"], np.uint8)
         if saved["model"] is not None:
             if self.trainable is None:
                 raise ValueError("the saved state holds a fine-tuned network; resume with the same --online-steps")

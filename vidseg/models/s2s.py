@@ -7,6 +7,10 @@ One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says
 * ``hs2s``  — zero initial state; Encoder(x_t, y_{t-1}); RefEncoder(x0, y0) (computed once per video) and
   RefEncoder(x_{t-1}, y_{t-1}); h_t merged with the references by Global Convolution (``merge="gc"``) or
   cosine matching (``merge="cosine"``, HS2S_sim); ``references`` = both / first (HS2S_0) / previous (HS2S_t-1).
+* ``flow_prior`` (any member; beyond the seeds) — the Encoder also sees the previous mask warped to frame t
+  by optical flow (OVSNet's template idea); S2S / S2S++ gain a 4th input channel for it, HS2S feeds it
+  instead of the unwarped mask (its previous-frame reference keeps the aligned pair x_{t-1}, y_{t-1}).
+  The caller warps: :func:`vidseg.inference.flow.warp_to_frame`.
 
 The network holds weights only. Per-video state is a ``dict[str, Tensor]`` whose tensors all have the
 objects (batch) first, so a caller can add, drop or re-initialise objects by indexing rows. Frames are
@@ -61,6 +65,7 @@ class S2SConfig:
     gc_kernel: int = 7
     gc_inner: int = 256
     freeze_bn: bool = True  # backbone BatchNorm in eval mode with frozen affine (small batches)
+    flow_prior: bool = False  # the Encoder sees the previous mask warped to the new frame (see the module docstring)
 
     def __post_init__(self) -> None:
         self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
@@ -152,7 +157,7 @@ class RecurrentVOS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.hybrid = cfg.method == "hs2s"
-        self.encoder = _Encoder(cfg, 4 if self.hybrid else 3)
+        self.encoder = _Encoder(cfg, 4 if self.hybrid or cfg.flow_prior else 3)
         backbone = self.encoder.backbone  # its input convention (ImageNet statistics, or [-1, 1])
         self.register_buffer("mean", torch.tensor(backbone.input_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.input_std).view(1, 3, 1, 1), persistent=False)
@@ -235,19 +240,25 @@ class RecurrentVOS(nn.Module):
             state.update(h=torch.relu(self.init_h(f32)), c=torch.relu(self.init_c(f32)))
         return state
 
-    def step(self, frame: Tensor, prev_mask: Tensor, state: State) -> tuple[StepOutput, State]:
+    def step(
+        self, frame: Tensor, prev_mask: Tensor, state: State, prior: Tensor | None = None
+    ) -> tuple[StepOutput, State]:
         """Segment ``frame`` (B|1, 3, H, W) given the previous mask (B, 1, H, W) and the state.
 
         S2S / S2S++ ignore ``prev_mask`` (the recurrence carries the object); HS2S feeds it to the
-        Encoder and, with the previous frame kept in the state, to the RefEncoder.
+        Encoder and, with the previous frame kept in the state, to the RefEncoder. With ``flow_prior``,
+        ``prior`` (the previous mask warped to ``frame``, (B, 1, H, W)) is what the Encoder sees.
         """
+        if self.cfg.flow_prior and prior is None:
+            raise ValueError("this network was built with flow_prior: pass prior=warp_to_frame(prev_mask, ...)")
         batch = state["h"].shape[0]
         x = self._normalize(frame)
         new: State = dict(state)
-        if self.hybrid:
+        if self.hybrid or self.cfg.flow_prior:
             x = self._expand(x, batch)
             prev_mask = prev_mask.to(x.dtype)
-            top, skips = self.encoder(torch.cat([x, prev_mask], dim=1))
+            encoder_mask = prior.to(x.dtype) if self.cfg.flow_prior else prev_mask
+            top, skips = self.encoder(torch.cat([x, encoder_mask], dim=1))
         else:
             top, skips = self.encoder(x)  # once per frame, shared by all objects
             top = self._expand(top, batch)

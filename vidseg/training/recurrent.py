@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from vidseg.config.schema import LossConfig
+from vidseg.inference.flow import warp_to_frame
 from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.models.losses import segmentation_loss
 from vidseg.models.s2s import RecurrentVOS, build_model
@@ -47,8 +48,8 @@ def unroll_clip(
 
     Frame 0's ground truth initialises the state; for frame t the previous mask is the ground truth of
     frame t-1 (teacher forcing) or, with probability ``sampling_probability`` per sample — and always
-    when frame t-1 is unlabelled — the model's own (detached) prediction. ``generator`` makes the draws
-    reproducible. Returns ``(loss, parts)``; ``parts`` holds floats for logging.
+    when frame t-1 is unlabelled — the model's own (detached) prediction; a ``flow_prior`` network also gets
+    that mask warped to frame t. ``generator`` makes the draws reproducible. Returns ``(loss, parts)``; ``parts`` holds floats for logging.
     """
     loss_cfg = loss_cfg or LossConfig()
     frames, masks = batch["frames"], batch["masks"]
@@ -64,7 +65,8 @@ def unroll_clip(
     sums: dict[str, float] = {}
     counted = 0
     for t in range(1, frames.shape[1]):
-        out, state = model.step(frames[:, t], previous, state)
+        prior = warp_to_frame(previous, frames[:, t], frames[:, t - 1]) if model.cfg.flow_prior else None
+        out, state = model.step(frames[:, t], previous, state, prior)
         has_label = labelled[:, t] & frame_valid[:, t] & object_valid
         if bool(has_label.any()):
             ignore = void[:, t] | ~has_label[:, None, None]
