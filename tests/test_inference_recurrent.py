@@ -28,7 +28,7 @@ def test_working_size_is_a_multiple_of_32():
     assert working_size_multiple_of_32(10, 10, 448) == (448, 448)
 
 
-@pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_sim"])
+@pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_sim", "hs2s_match"])
 def test_session_with_later_and_reinitialised_objects(name):
     frames, masks = moving_squares(num_frames=8)
     propagator = RecurrentPropagator(tiny_network(name), max_side=96)

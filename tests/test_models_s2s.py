@@ -14,7 +14,7 @@ from vidseg.models.checkpoint import load_model, read_checkpoint, save_checkpoin
 from vidseg.models.s2s import S2SConfig, build_model, count_parameters, preset
 from vidseg.training.recurrent import unroll_clip
 
-PRESETS = ["s2s", "s2s++", "hs2s", "hs2s_0", "hs2s_t-1", "hs2s_sim"]
+PRESETS = ["s2s", "s2s++", "hs2s", "hs2s_0", "hs2s_t-1", "hs2s_sim", "hs2s_match"]
 
 
 
@@ -148,7 +148,7 @@ def clip_iou(model, batch) -> float:
     return float(np.mean(ious))
 
 
-@pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s"])
+@pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_match"])
 def test_tiny_model_overfits_a_clip(name):
     model = tiny_network(name).train()
     batch = square_batch()
@@ -238,3 +238,15 @@ def test_online_finetune_improves_the_first_frame_and_leaves_the_model_alone():
     tuned = online_finetune(model, frame, mask, steps=40, lr=3e-3, batch_size=2)
     assert iou(tuned) > max(0.6, iou(model) + 0.3)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_match_merge_reads_the_reference_mask_at_the_matching_cells():
+    model = tiny_network("hs2s_match")
+    assert not hasattr(model, "ref_encoder") and not any(p.requires_grad for p in model.match_features.parameters())
+    # Features that equal a one-hot position code: each query cell matches only the same key cell.
+    key = torch.eye(12).reshape(1, 12, 3, 4)
+    mask = torch.zeros(1, 1, 3, 4)
+    mask[..., 1, 2] = 1.0
+    shifted = torch.roll(key, shifts=1, dims=-1)  # the scene moved one cell to the right
+    read = model.merge.read_mask(shifted, key, mask)
+    assert read.shape == (1, 1, 3, 4) and read[0, 0, 1, 3] > 0.9 and read.sum() < 1.1 + 0.1 * 11

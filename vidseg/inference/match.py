@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.match import MatchFeatures
+from vidseg.models.match import MatchFeatures, read_labels
 
 
 @dataclass
@@ -83,11 +83,8 @@ class MatchPropagator(Propagator):
             local_sims, local_labels = self._window(query, features, memory_labels)
             sims.append(local_sims)
             labels.append(local_labels)
-        sims_all = torch.cat(sims, dim=1)
-        top = sims_all.topk(min(self.top_k, sims_all.shape[1]), dim=1)
-        weights = torch.softmax(top.values / self.temperature, dim=1)  # (N, k)
-        picked = torch.cat(labels, dim=1).gather(1, top.indices[..., None].expand(-1, -1, labels[0].shape[-1]))
-        return (weights[..., None] * picked).sum(1).T.reshape(-1, height, width)
+        read = read_labels(torch.cat(sims, dim=1), torch.cat(labels, dim=1), self.top_k, self.temperature)
+        return read.T.reshape(-1, height, width)
 
     def _window(self, query: Tensor, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Similarities (N, W) and labels (N, W, K) of the (2r+1)^2 cells around each query cell."""

@@ -41,4 +41,14 @@ class MatchFeatures(nn.Module):
         return F.normalize(joined, dim=1)
 
 
-__all__ = ["MatchFeatures"]
+def read_labels(sims: Tensor, labels: Tensor, top_k: int, temperature: float) -> Tensor:
+    """Label propagation: each query takes the softmax-weighted (``temperature``) labels of its ``top_k`` most similar
+    memory cells. ``sims`` (..., N, M) query-to-memory cosines, ``labels`` (..., N, M, K) (expanded views are fine)
+    -> (..., N, K). The ``match`` method and HS2S's ``merge: match`` share it."""
+    top = sims.topk(min(top_k, sims.shape[-1]), dim=-1)
+    weights = torch.softmax(top.values / temperature, dim=-1)
+    picked = labels.gather(-2, top.indices[..., None].expand(*top.indices.shape, labels.shape[-1]))
+    return (weights[..., None] * picked).sum(-2)
+
+
+__all__ = ["MatchFeatures", "read_labels"]

@@ -6,7 +6,9 @@ One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says
 * ``s2s++`` — S2S + encoder->decoder skips, a ConvLSTM on the first skip (skip-memory), border head.
 * ``hs2s``  — zero initial state; Encoder(x_t, y_{t-1}); RefEncoder(x0, y0) (computed once per video) and
   RefEncoder(x_{t-1}, y_{t-1}); h_t merged with the references by Global Convolution (``merge="gc"``) or
-  cosine matching (``merge="cosine"``, HS2S_sim); ``references`` = both / first (HS2S_0) / previous (HS2S_t-1).
+  cosine matching (``merge="cosine"``, HS2S_sim) or the ``match`` method's label propagation on frozen ImageNet
+  features (``merge="match"``: each reference's mask read out at frame t by top-k matching, pooled to 1/32);
+  ``references`` = both / first (HS2S_0) / previous (HS2S_t-1).
 * ``flow_prior`` (any member; beyond the seeds) — the Encoder also sees the previous mask warped to frame t
   by optical flow (OVSNet's template idea); S2S / S2S++ gain a 4th input channel for it, HS2S feeds it
   instead of the unwarped mask (its previous-frame reference keeps the aligned pair x_{t-1}, y_{t-1}).
@@ -36,10 +38,11 @@ from vidseg.models.blocks import (
     UpsampleDecoder,
 )
 from vidseg.models.config_fields import config_from_dict
+from vidseg.models.match import MatchFeatures, read_labels
 
 FAMILY = ("s2s", "s2s++", "hs2s")  # the members this one network class covers
 REFERENCES = ("both", "first", "previous")
-MERGES = ("gc", "cosine")
+MERGES = ("gc", "cosine", "match")
 State = dict[str, Tensor]
 
 
@@ -64,6 +67,8 @@ class S2SConfig:
     merge: str = "gc"
     gc_kernel: int = 7
     gc_inner: int = 256
+    match_top_k: int = 10  # merge: match — memory cells each query cell reads, softmax temperature
+    match_temperature: float = 0.05
     freeze_bn: bool = True  # backbone BatchNorm in eval mode with frozen affine (small batches)
     flow_prior: bool = False  # the Encoder sees the previous mask warped to the new frame (see the module docstring)
 
@@ -93,7 +98,8 @@ class S2SConfig:
 
 
 def preset(name: str, **overrides: Any) -> S2SConfig:
-    """The paper configurations: ``s2s`` (VGG-16), ``s2s++``, ``hs2s``, ``hs2s_0``, ``hs2s_t-1``, ``hs2s_sim``."""
+    """The paper configurations: ``s2s`` (VGG-16), ``s2s++``, ``hs2s``, ``hs2s_0``, ``hs2s_t-1``, ``hs2s_sim``
+    and ``hs2s_match`` (HS2S_sim's matching done by the ``match`` method's label propagation; beyond the seeds)."""
     base: dict[str, dict[str, Any]] = {
         "s2s": {"method": "s2s", "backbone": "vgg16", "bottleneck": 512, "hidden": 512, "skips": False, "skip_memory": False,
                     "border_classes": 0, "lstm_kernel": 3, "decoder_kernel": 5},
@@ -102,6 +108,7 @@ def preset(name: str, **overrides: Any) -> S2SConfig:
         "hs2s_0": {"method": "hs2s", "references": "first"},
         "hs2s_t-1": {"method": "hs2s", "references": "previous"},
         "hs2s_sim": {"method": "hs2s", "merge": "cosine"},
+        "hs2s_match": {"method": "hs2s", "merge": "match"},
     }
     if name not in base:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(base)}")
@@ -131,20 +138,38 @@ class _Merge(nn.Module):
 
     def __init__(self, cfg: S2SConfig, n_refs: int):
         super().__init__()
-        self.cosine = cfg.merge == "cosine"
-        if self.cosine:
+        self.kind = cfg.merge
+        if self.kind == "cosine":
             self.query = nn.Conv2d(cfg.hidden, cfg.bottleneck, 1)
             self.branches = nn.ModuleList(CosineMatcher(cfg.bottleneck, cfg.hidden) for _ in range(n_refs))
+        elif self.kind == "match":
+            self.branches = nn.ModuleList(nn.Conv2d(cfg.hidden + 2, cfg.hidden, 1) for _ in range(n_refs))
+            self.top_k, self.temperature = cfg.match_top_k, cfg.match_temperature
         else:
             self.branches = nn.ModuleList(
                 GlobalConvBlock(cfg.hidden + cfg.bottleneck, cfg.hidden, cfg.gc_kernel, cfg.gc_inner) for _ in range(n_refs)
             )
         self.fuse = nn.Conv2d(n_refs * cfg.hidden, cfg.hidden, 1)
 
-    def forward(self, h: Tensor, refs: list[tuple[Tensor, Tensor]]) -> Tensor:
-        if self.cosine:
+    def read_mask(self, query: Tensor, key: Tensor, key_mask: Tensor) -> Tensor:
+        """(B, 1, h, w) object probability of each ``query`` cell, read from the ``key`` cells' mask by top-k matching."""
+        batch, _, height, width = query.shape
+        labels = F.adaptive_avg_pool2d(key_mask, key.shape[-2:]).flatten(2).transpose(1, 2)  # (B, M, 1)
+        sims = torch.einsum("bcn,bcm->bnm", query.flatten(2), key.flatten(2))
+        read = read_labels(sims, labels[:, None].expand(-1, sims.shape[1], -1, -1), self.top_k, self.temperature)
+        return read.transpose(1, 2).reshape(batch, 1, height, width)
+
+    def forward(self, h: Tensor, refs: list[tuple[Tensor, Tensor]], query: Tensor | None = None) -> Tensor:
+        """``refs``: (features, mask) per reference; ``merge: match`` also needs the frame's match features ``query``."""
+        if self.kind == "cosine":
             q = self.query(h)
             outs = [branch(q, feat, mask) for branch, (feat, mask) in zip(self.branches, refs)]
+        elif self.kind == "match":
+            outs = []
+            for branch, (feat, mask) in zip(self.branches, refs):
+                read = self.read_mask(query, feat, mask)
+                pooled = [F.adaptive_avg_pool2d(read, h.shape[-2:]), F.adaptive_max_pool2d(read, h.shape[-2:])]
+                outs.append(branch(torch.cat([h, *pooled], dim=1)))
         else:
             outs = [branch(torch.cat([h, feat], dim=1)) for branch, (feat, _) in zip(self.branches, refs)]
         return torch.relu(self.fuse(torch.relu(torch.cat(outs, dim=1))))
@@ -163,7 +188,11 @@ class RecurrentVOS(nn.Module):
         self.register_buffer("std", torch.tensor(backbone.input_std).view(1, 3, 1, 1), persistent=False)
         skip_channels = list(reversed(self.encoder.backbone.channels[:-1])) if cfg.skips else []
         if self.hybrid:
-            self.ref_encoder = _Encoder(cfg, 4)
+            self.matching = cfg.merge == "match"
+            if self.matching:  # frozen ImageNet features replace the RefEncoder
+                self.match_features = MatchFeatures(cfg.backbone, cfg.backbone_weights, stride=16)
+            else:
+                self.ref_encoder = _Encoder(cfg, 4)
             self.use_first = cfg.references in ("both", "first")
             self.use_previous = cfg.references in ("both", "previous")
             self.merge = _Merge(cfg, int(self.use_first) + int(self.use_previous))
@@ -191,7 +220,8 @@ class RecurrentVOS(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _backbone_norms(self) -> list[nn.BatchNorm2d]:
-        nets = [self.encoder.backbone] + ([self.ref_encoder.backbone] if self.hybrid else [self.initializer])
+        nets = [self.encoder.backbone] + ([self.initializer] if not self.hybrid else
+                                         [] if self.matching else [self.ref_encoder.backbone])
         return [m for net in nets for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
 
     def train(self, mode: bool = True) -> RecurrentVOS:
@@ -231,6 +261,12 @@ class RecurrentVOS(nn.Module):
         if self.hybrid:
             top = (x.shape[-2] // 32, x.shape[-1] // 32)
             zeros = x.new_zeros(batch, self.cfg.hidden, *top)
+            if self.matching:
+                features = self._expand(self.match_features(frame), batch)
+                state.update(h=zeros, c=zeros.clone(), prev_match=features)
+                if self.use_first:
+                    state["ref0"], state["ref0_mask"] = features, F.adaptive_avg_pool2d(mask, features.shape[-2:])
+                return state
             state.update(h=zeros, c=zeros.clone(), prev_frame=x)
             if self.use_first:
                 state["ref0"], _ = self.ref_encoder(torch.cat([x, mask], dim=1))
@@ -265,14 +301,19 @@ class RecurrentVOS(nn.Module):
             skips = [self._expand(s, batch) for s in skips]
         h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
         if self.hybrid:
-            refs = []
-            if self.use_first:
-                refs.append((state["ref0"], state["ref0_mask"]))
-            if self.use_previous:
-                ref_prev, _ = self.ref_encoder(torch.cat([state["prev_frame"], prev_mask], dim=1))
-                refs.append((ref_prev, F.adaptive_avg_pool2d(prev_mask, ref_prev.shape[-2:])))
-            h = self.merge(h, refs)
-            new["prev_frame"] = x
+            refs = [(state["ref0"], state["ref0_mask"])] if self.use_first else []
+            if self.matching:
+                query = self._expand(self.match_features(frame), batch)
+                if self.use_previous:
+                    refs.append((state["prev_match"], prev_mask))
+                h = self.merge(h, refs, query)
+                new["prev_match"] = query
+            else:
+                if self.use_previous:
+                    ref_prev, _ = self.ref_encoder(torch.cat([state["prev_frame"], prev_mask], dim=1))
+                    refs.append((ref_prev, F.adaptive_avg_pool2d(prev_mask, ref_prev.shape[-2:])))
+                h = self.merge(h, refs)
+                new["prev_frame"] = x
         skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
         used_skips = list(reversed(skips)) if self.cfg.skips else []
         logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
