@@ -126,3 +126,29 @@ def test_forcing_bfloat16_on_a_cpu_that_emulates_it_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_propagator("s2s++", dtype="bfloat16", max_side=64)
+
+
+def test_auto_precision_is_bfloat16_only_where_it_is_native(monkeypatch, capsys):
+    import torch
+
+    import vidseg.machine
+    from vidseg.inference.methods import build_propagator
+    from vidseg.machine import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu", {"avx2"}) == ("float32", "auto: this CPU has no native bfloat16")
+    assert resolve_dtype(None, "cpu", {"amx_bf16", "avx512_bf16"})[0] == "bfloat16"
+    assert resolve_dtype("float16", "cpu", {"avx2"}) == ("float16", "asked for")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert resolve_dtype("auto", "cuda")[0] == "float32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert resolve_dtype("auto", "cuda:0") == ("bfloat16", "auto: native on this GPU (compute capability 9.0)")
+    # The default of every entry point: a CPU without native bfloat16 never gets it unasked.
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx2", "fma"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_propagator("s2s++", max_side=64).dtype == torch.float32
+        assert make_settings(quick=True).dtype == "float32"
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx512_bf16"})
+    assert build_propagator("s2s++", max_side=64).dtype == torch.bfloat16
+    assert build_propagator("s2s++", max_side=64, dtype="float32").dtype == torch.float32
+    assert build_propagator("flow").name == "flow"  # no network, no precision

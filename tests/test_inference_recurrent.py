@@ -92,7 +92,9 @@ def test_cli_segment_with_a_checkpoint(tmp_path, square_clip, capsys):
     code = main(["segment", str(frame_dir), "--mask", str(first), "--out", str(out), "--checkpoint", str(checkpoint),
                  "--max-side", "96", "--quiet"])
     assert code == 0
-    assert "with 'hs2s'" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "with 'hs2s'" in captured.out
+    assert "precision: " in captured.err and "(auto: " in captured.err  # the start summary says what auto chose
     written = sorted(out.iterdir())
     assert len(written) == len(masks)
     np.testing.assert_array_equal(read_mask(written[0]), masks[0])

@@ -35,6 +35,7 @@ def test_a_non_s2s_method_trains_validates_and_segments(tmp_path, toy, capsys):
     assert main(["train", str(tmp_path / "toy.yaml")]) == 0
     started = capsys.readouterr().err
     assert "train: toy-foreground, 0.0 M parameters (0.0 M trained) on cpu" in started
+    assert "precision: float32 (train.amp: " in started and "this machine runs natively: bfloat16 " in started
     assert "data: synth train (weight 1); clips of 64x96, batch 2 per process" in started
     assert "validation: 1 held-out videos (unsupervised), at the end (step 30), at 96 px" in started
     assert f"output: {tmp_path / 'run'}" in started

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vidseg.constants import DTYPE_NAMES
+from vidseg.constants import DTYPE_CHOICES
 from vidseg.errors import VidsegError
 from vidseg.registry import get_method, method_names
 
@@ -131,7 +131,7 @@ def make_settings(
     lengths: list[int] | None = None,
     conformance: str | os.PathLike | None = None,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str = "auto",
     compile: bool = False,
     threads: int | None = None,
 ) -> BenchSettings:
@@ -145,10 +145,14 @@ def make_settings(
         if name not in runnable:
             raise VidsegError(f"method {name!r} does not build without a checkpoint",
                               fix=f"vidseg bench measures: {', '.join(runnable)}")
-    if dtype not in DTYPE_NAMES:
-        raise VidsegError(f"unknown dtype {dtype!r}", fix=f"use one of: {', '.join(DTYPE_NAMES)}")
+    if dtype not in DTYPE_CHOICES:
+        raise VidsegError(f"unknown dtype {dtype!r}", fix=f"use one of: {', '.join(DTYPE_CHOICES)}")
     if not (device == "cpu" or re.fullmatch(r"cuda(:\d+)?", device)):
         raise VidsegError(f"unknown device {device!r}", fix="use cpu, cuda or cuda:N")
+    if dtype == "auto":
+        from vidseg.machine import check_device, resolve_dtype
+
+        dtype, _ = resolve_dtype(dtype, check_device(device))
     for name, values, low in (("--objects", objects, 1), ("--lengths", lengths, 1)):
         if values is not None and (not values or min(values) < low):
             raise VidsegError(f"{name} needs values >= {low}, got {values}")

@@ -5,3 +5,4 @@ MAX_OBJECT_ID = 254
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # network precisions, by the name torch gives them
+DTYPE_CHOICES = ("auto", *DTYPE_NAMES)  # auto: bfloat16 where the device runs it natively, else float32

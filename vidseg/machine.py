@@ -41,6 +41,33 @@ def native_precisions(flags: set[str] | None = None) -> dict[str, list[str]]:
     return {dtype: [f for f in wanted if f in flags] for dtype, wanted in NATIVE_FLAGS.items()}
 
 
+def native_line() -> str:
+    """``bfloat16 (avx512_bf16), int8 no``: what this CPU runs natively, for start summaries and benchmarks."""
+    return ", ".join(f"{dtype} {'(' + ' '.join(found) + ')' if found else 'no'}"
+                     for dtype, found in native_precisions().items())
+
+
+def resolve_dtype(dtype: str | None, device: str = "cpu", flags: set[str] | None = None) -> tuple[str, str]:
+    """The network precision for ``dtype`` on ``device`` and why: ``auto`` (or None) is bfloat16 where it runs
+    natively (a CUDA GPU of compute capability 8.0 or later; a CPU with one of ``NATIVE_FLAGS["bfloat16"]``) and
+    float32 elsewhere, so a CPU that would emulate bfloat16 never gets it unasked; other names are kept."""
+    if dtype not in (None, "auto"):
+        return dtype, "asked for"
+    if str(device).startswith("cuda"):
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        if major >= 8:
+            return "bfloat16", f"auto: native on this GPU (compute capability {major}.{minor})"
+        return "float32", f"auto: no native bfloat16 on this GPU (compute capability {major}.{minor})"
+    if str(device) != "cpu":
+        return "float32", f"auto: float32 on {device}"
+    found = native_precisions(flags)["bfloat16"]
+    if found:
+        return "bfloat16", f"auto: native on this CPU ({' '.join(found)})"
+    return "float32", "auto: this CPU has no native bfloat16"
+
+
 def machine_info() -> dict[str, str]:
     """CPU, cores, load, thread settings and library versions (torch only when already imported)."""
     import sys
@@ -52,8 +79,7 @@ def machine_info() -> dict[str, str]:
     info = {
         "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores)",
         "load": ", ".join(f"{v:.1f}" for v in load),
-        "native": ", ".join(f"{dtype} {'(' + ' '.join(found) + ')' if found else 'no'}"
-                            for dtype, found in native_precisions().items()),
+        "native": native_line(),
         "threads": f"OpenCV {cv2.getNumThreads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         "python": f"{platform.python_version()} ({platform.system()} {platform.release()})",
         "versions": f"numpy {np.__version__}, opencv {cv2.__version__}",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vidseg.constants import DTYPE_CHOICES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DAVIS 2017 conformance set (default: $VIDSEG_SHARED/conformance/davis2017, else "
                         "../shared/conformance/davis2017)")
     parser.add_argument("--device", default="cpu", help="torch device of the network methods: cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="network dtype (default: float32)")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                        help="network dtype (default auto: bfloat16 where the device runs it natively, else float32)")
     parser.add_argument("--compile", action="store_true",
                         help="run the network methods' per-frame step through torch.compile")
     parser.add_argument("--threads", type=int, metavar="N", help="torch and OpenCV threads (default: theirs)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidseg.constants import DTYPE_NAMES
+from vidseg.constants import DTYPE_CHOICES
 from vidseg.machine import THREADS_HELP
 from vidseg.registry import get_method, method_names
 
@@ -48,7 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", metavar="NAME", help=_method_help())
     parser.add_argument("--checkpoint", metavar="PT", help="trained weights for a network method (from `vidseg train`)")
     parser.add_argument("--device", help="torch device for the network methods (cpu, cuda, cuda:1; default cpu)")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="network precision (default float32; bfloat16 halves memory)")
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
+                        help="network precision (default auto: bfloat16 where the device runs it natively -- a recent "
+                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32)")
     parser.add_argument("--max-side", type=int, default=None,
                         help="working resolution's longer side (default: the method's own, for networks the size "
                         "they were trained at)")
@@ -132,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             raise VidsegError(f"{ignored[0]} does not apply to {method}",
                               fix=f"drop it; {method} takes: {', '.join(_OPTION_FLAGS[k] for k in spec.options)}")
     propagator = build_propagator(method, args.checkpoint, **options)
+    if "dtype" in get_method(propagator.name if method is None else method).options:
+        from vidseg.machine import resolve_dtype
+
+        dtype, reason = resolve_dtype(args.dtype, args.device or "cpu")
+        print(f"precision: {dtype} ({reason})", file=sys.stderr)
     result = segment_video(
         args.video,
         args.mask,

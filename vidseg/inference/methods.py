@@ -34,7 +34,8 @@ def build_propagator(
     """Build a method by name, with the weights of ``checkpoint`` (a ``vidseg train`` file; its method must
     match ``method`` when both are given) or, for a method with weights and no checkpoint, the bundled ones.
     ``options`` are the method's settings (``device``, ``dtype``, ``max_side``, ...); None values are left
-    to the method's defaults."""
+    to the method's defaults, except ``dtype``: ``auto`` (the default) is resolved by
+    :func:`vidseg.machine.resolve_dtype` (bfloat16 only where the device runs it natively)."""
     from vidseg.models.checkpoint import read_checkpoint
 
     options = {key: value for key, value in options.items() if value is not None}
@@ -52,6 +53,10 @@ def build_propagator(
     if checkpoint is not None and not spec.needs_checkpoint:
         raise VidsegError(f"--checkpoint does not apply to {spec.name}: it has no weights",
                           fix="drop --checkpoint or choose a method with weights")
+    if "dtype" in spec.options:
+        from vidseg.machine import resolve_dtype
+
+        options["dtype"], _ = resolve_dtype(options.get("dtype"), options.get("device", "cpu"))
     if options.get("dtype") == "bfloat16" and str(options.get("device", "cpu")).startswith("cpu"):
         _warn_if_emulated_bf16()
     builder = spec.load("propagator")

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from vidseg.config.schema import RunConfig
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_write_text
+from vidseg.machine import native_line
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
 from vidseg.registry import get_method
 from vidseg.training.adapter import TrainingAdapter
@@ -356,6 +357,8 @@ class Trainer:
         return "\n".join([
             f"train: {self.config.model.method}, {parameters / 1e6:.1f} M parameters ({trainable / 1e6:.1f} M trained) on "
             f"{self.device}, {torch.get_num_threads()} torch threads, {self.world_size} process(es)",
+            f"precision: {'float32' if self.amp_dtype is None else 'autocast ' + str(self.amp_dtype).removeprefix('torch.')}"
+            f" (train.amp: {self.cfg.amp}; this machine runs natively: {native_line()})",
             f"data: {sources}; clips of {data.size[0]}x{data.size[1]}, batch {data.batch_size} per process",
             f"steps: {cfg.steps} (from step {self.step}); validation: {validation}",
             f"output: {self.out_dir}",
