@@ -34,6 +34,7 @@ from typing import Any
 from vidseg.constants import DTYPE_CHOICES
 from vidseg.errors import VidsegError
 from vidseg.registry import get_method, method_names
+from vidseg.roofline import calibrate_conv, count_flops, module_breakdown, roofline_row
 
 Report = Callable[[str], None]
 
@@ -219,9 +220,9 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
         "dtype": settings.dtype if network else "-", "threads": torch.get_num_threads(), "compiled": False,
         "error": None,
     }
-    config = SynthConfig(seed=0, num_frames=1 + settings.warmup + settings.frames, height=height, width=width,
+    config = SynthConfig(seed=0, num_frames=2 + settings.warmup + settings.frames, height=height, width=width,
                          num_objects=objects, late_entry=False, occlusion=False)
-    clip = list(SynthClip(config))  # rendered before timing
+    *clip, counted = list(SynthClip(config))  # rendered before timing; the last frame is counted, not timed
     start = time.perf_counter()
     propagator = build_propagator(method, **({"device": device, "dtype": settings.dtype} if network else {}))
     row["build_s"] = time.perf_counter() - start
@@ -247,6 +248,8 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
         return row
     timed = times[1 + settings.warmup :]
     median = statistics.median(timed)
+    flops = count_flops(lambda: session.step(counted[0]), depth=2)  # the torch work of one more frame
+    row.update(flops=flops["total"], flop_modules=flops["modules"])
     row.update(first_s=times[0], median_s=median, min_s=min(timed), max_s=max(timed), frames_per_s=1 / median,
                times=timed, warmup_times=times[1 : 1 + settings.warmup])
     return row
@@ -258,6 +261,29 @@ def format_speed_row(row: dict[str, Any]) -> str:
         return f"{head}: {row['error']}"
     return (f"{head}: median {row['median_s']:.4f} s/frame (min {row['min_s']:.4f}, max {row['max_s']:.4f}), "
             f"working size {row['working_size']}, first frame {row['first_s']:.3f} s")
+
+
+def measure_roofline(speed: list[dict[str, Any]], settings: BenchSettings, report: Report = print) -> dict[str, Any]:
+    """The machine's convolution throughput (in the networks' dtype), each timed row's achieved fraction of it,
+    and the FLOPs per module of the row with the most FLOPs."""
+    calibration = calibrate_conv(settings.device, settings.dtype)
+    peak = calibration["peak_gflops_per_s"]
+    report(f"\nroofline: measured convolution peak {peak:.1f} GFLOP/s ({settings.dtype}, {settings.device}, "
+           f"best of {len(calibration['rows'])} shapes)")
+    rows = []
+    for row in speed:
+        if row["error"]:
+            continue
+        rows.append(roofline_row(row, row["flops"], peak))
+        r = rows[-1]
+        fraction = "-" if r["fraction_of_peak"] is None else f"{r['achieved_gflops_per_s']:.1f} GFLOP/s = " \
+            f"{100 * r['fraction_of_peak']:.0f} % of peak"
+        report(f"{r['method']:>6} {r['size']:>8} {r['objects']} obj: {r['gflop_per_frame']:.2f} GFLOP/frame, {fraction}")
+    counted = [row for row in speed if not row["error"] and row["flops"]]
+    largest = max(counted, key=lambda row: row["flops"]) if counted else None
+    breakdown = module_breakdown(largest["flop_modules"], largest["flops"]) if largest else []
+    return {"calibration": calibration, "rows": rows, "breakdown": breakdown,
+            "breakdown_of": None if largest is None else {k: largest[k] for k in ("method", "size", "objects")}}
 
 
 # ----------------------------------------------------------------------------- peak RSS against length
@@ -418,6 +444,8 @@ def run_bench(settings: BenchSettings, command: str, report: Report = print) -> 
                 speed.append(measure_speed(method, size, objects, settings))
                 report(format_speed_row(speed[-1]))
 
+    roofline = measure_roofline(speed, settings, report)
+
     memory_method = default_method()
     report(f"\nsegment peak RSS against length ({size_name(settings.memory_size)}, {memory_method})")
     memory = measure_segment_memory(settings.lengths, settings.memory_size, settings.memory_objects, memory_method,
@@ -435,6 +463,7 @@ def run_bench(settings: BenchSettings, command: str, report: Report = print) -> 
         "machine": machine,
         "settings": settings.to_json(),
         "speed": speed,
+        "roofline": roofline,
         "memory": memory,
         "eval": evaluation,
         "anchors": ANCHORS,
@@ -461,6 +490,36 @@ def _speed_table(speed: list[dict[str, Any]]) -> list[str]:
                          f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", f"{r['frames_per_s']:.1f}", f"{r['first_s']:.3f}",
                          *common])
     return _table(header, rows)
+
+
+def _roofline_lines(roofline: dict[str, Any] | None) -> list[str]:
+    if not roofline:
+        return []
+    calibration = roofline["calibration"]
+    shapes = ", ".join(f"{c_in}->{c_out} {k}x{k}{' depthwise' if groups > 1 else ''} at {h}x{w}: "
+                       f"{row['gflops_per_s']:.1f}" for row in calibration["rows"]
+                       for _, c_in, c_out, k, h, w, groups in [row["shape"]])
+    rows = [[r["method"], r["size"], str(r["objects"]), f"{r['gflop_per_frame']:.2f}", f"{r['median_s']:.4f}",
+             "-" if r["achieved_gflops_per_s"] is None else f"{r['achieved_gflops_per_s']:.1f}",
+             "-" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.0f} %"] for r in roofline["rows"]]
+    lines = [
+        "## Roofline",
+        "",
+        (f"FLOPs of one frame's torch work (`torch.utils.flop_counter`; OpenCV work such as flow is not counted, "
+         f"so `-`) against the machine's measured convolution throughput: **{calibration['peak_gflops_per_s']:.1f} "
+         f"GFLOP/s** ({calibration['dtype']}, {calibration['device']}, channels-last, the best of: {shapes} GFLOP/s)."),
+        "",
+        *_table(["method", "frame size", "objects", "GFLOP/frame", "median s/frame", "achieved GFLOP/s", "of peak"],
+                rows),
+        "",
+    ]
+    if roofline["breakdown"]:
+        of = roofline["breakdown_of"]
+        lines += [f"FLOPs per module of the largest, {of['method']} at {of['size']} with {of['objects']} object(s):",
+                  "", *_table(["module", "GFLOP/frame", "share"],
+                              [[f"`{r['module']}`", f"{r['gflops']:.2f}", f"{100 * r['share']:.1f} %"]
+                               for r in roofline["breakdown"]]), ""]
+    return lines
 
 
 def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
@@ -551,6 +610,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         *_speed_table(results["speed"]),
         "",
+        *_roofline_lines(results.get("roofline")),
         "## `vidseg segment`: peak RSS against video length",
         "",
         "Synthetic .mp4 videos segmented by `segment_video` (masks written as PNG), each in a fresh process.",
