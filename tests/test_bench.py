@@ -162,7 +162,13 @@ def test_roofline_counts_flops_and_compares_them_with_the_measured_peak(monkeypa
     import torch
 
     from vidseg.inference.recurrent import RecurrentPropagator
-    from vidseg.roofline import calibrate_conv, conv_flops, count_flops, module_breakdown, roofline_row
+    from vidseg.roofline import (
+        calibrate_conv,
+        conv_flops,
+        count_flops,
+        module_breakdown,
+        roofline_row,
+    )
 
     conv = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Sequential(torch.nn.Conv2d(16, 4, 1)))
     counted = count_flops(lambda: conv(torch.rand(2, 8, 10, 12)))
