@@ -96,7 +96,8 @@ def main() -> None:
                         "with the DAVIS unsupervised protocol and with first-frame matching")
     parser.add_argument("--record", type=Path, help="write the --runnable scores as a held-out table (heldout.json)")
     parser.add_argument("--max-side", type=int, default=224, help="working size of the networks (their training size)")
-    parser.add_argument("--dtype", default=None, help="precision of the --method / --zero-shot networks (bfloat16, ...)")
+    parser.add_argument("--dtype", default=None, help="precision of the --method / --zero-shot networks (default auto: "
+                        "bfloat16 where native, else float32)")
     parser.add_argument("--online-steps", type=int, default=0,
                         help="also score every network with S2S-OL fine-tuning of this many steps")
     parser.add_argument("--online-lr", type=float, default=1e-4)

@@ -16,6 +16,7 @@ SMALL = {
                  "gc_inner": 32, "skip_memory_channels": 32},
     "s2s": {"bottleneck": 64, "hidden": 64, "decoder_widths": (64, 32, 16, 16, 16)},  # VGG-16
     "s2s++": {"backbone": "convnet-tiny", "bottleneck": 32, "hidden": 32, "decoder_widths": (32, 32, 16, 16, 16)},
+    "hs2s_match": {"backbone": "convnet-tiny", "bottleneck": 32, "hidden": 32, "decoder_widths": (32, 32, 16, 16, 16)},
 }
 
 
@@ -111,9 +112,10 @@ def test_bfloat16_close(method):
         assert ((g > 0.5) == (w > 0.5)).float().mean().item() > 0.99
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_load_for_inference_equals_optimized_copy(dtype):
-    model = _model("hs2s")
+@pytest.mark.parametrize(("method", "dtype"), [("hs2s", torch.float32), ("hs2s", torch.bfloat16),
+                                               ("hs2s_match", torch.float32)])
+def test_load_for_inference_equals_optimized_copy(method, dtype):
+    model = _model(method)
     fast = optimize_for_inference(model, dtype=dtype)
     loaded = load_for_inference(model.cfg, fast.state_dict(), dtype=dtype)
     assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])

@@ -90,10 +90,12 @@ def load_for_inference(
         model = build_model(config)
         optimize_for_inference(model, fold_bn=fold_bn, channels_last=False, dtype=dtype, inplace=True)
     model.load_state_dict(state_dict, strict=True, assign=True)
-    # Non-persistent buffers are not in a state dict: recreate them.
-    backbone = model.encoder.backbone
-    model.mean = torch.tensor(backbone.input_mean).view(1, 3, 1, 1).to(dtype)
-    model.std = torch.tensor(backbone.input_std).view(1, 3, 1, 1).to(dtype)
+    # Non-persistent buffers are not in a state dict: recreate them (the network's and its MatchFeatures').
+    for module in model.modules():
+        if "mean" in module._buffers:
+            backbone = getattr(module, "backbone", model.encoder.backbone)
+            module.mean = torch.tensor(backbone.input_mean).view(1, 3, 1, 1).to(dtype)
+            module.std = torch.tensor(backbone.input_std).view(1, 3, 1, 1).to(dtype)
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ValueError(f"state dict does not fill {left[:5]}{'...' if len(left) > 5 else ''}")
