@@ -159,6 +159,22 @@ def test_export_halves_the_file_and_keeps_predictions(tmp_path):
     assert main(["export", str(raw), str(tmp_path / "x.pt"), "--card", str(tmp_path / "card.json")]) == 2
 
 
+def test_compressed_export_is_read_transparently_and_a_cut_one_is_one_error(tmp_path):
+    model = tiny_network("s2s++")
+    raw = save_checkpoint(tmp_path / "raw.pt", {"model_config": model.cfg.to_dict(), "model": model.state_dict()})
+    assert main(["export", str(raw), str(tmp_path / "plain.pt")]) == 0
+    assert main(["export", str(raw), str(tmp_path / "packed.pt"), "--compress"]) == 0
+    packed = (tmp_path / "packed.pt").read_bytes()
+    assert packed[:2] == b"\x1f\x8b" and len(packed) < (tmp_path / "plain.pt").stat().st_size
+    plain, unpacked = read_checkpoint(tmp_path / "plain.pt"), read_checkpoint(tmp_path / "packed.pt")
+    assert all(torch.equal(plain["model"][k], unpacked["model"][k]) for k in plain["model"])
+    assert main(["export", str(raw), str(tmp_path / "again.pt"), "--compress"]) == 0
+    assert (tmp_path / "again.pt").read_bytes() == packed  # deterministic: no time stamp
+    (tmp_path / "cut.pt").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(VidsegError, match="the file is truncated"):
+        read_checkpoint(tmp_path / "cut.pt")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -7,12 +7,15 @@ Layout (``format`` = ``"vidseg-checkpoint/1"``)::
      "meta": {...},
      # training checkpoints add: "train_config", "optimizer", "scheduler", "scaler", "rng", "progress"}
 
+A file may be gzip-compressed (``vidseg export --compress``; the bundled weights are): it is read the same way.
 The method's config type and model builder come from :mod:`vidseg.registry`. Files written before the
 ``method`` entry existed carry the method in ``model_config`` only; they are read the same way.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 from pathlib import Path
@@ -31,9 +34,9 @@ FORMAT = _FORMAT_PREFIX + "1"
 _TRAINING_ENTRIES = ("optimizer", "scheduler", "scaler", "rng", "progress")
 
 
-def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, content: dict[str, Any], compress: bool = False) -> Path:
     """Write ``content`` (must hold ``model_config`` and ``model``; ``method`` defaults to the config's) to
-    ``path`` atomically."""
+    ``path`` atomically; ``compress``: gzip it (deterministic bytes: no time stamp)."""
     missing = [key for key in ("model_config", "model") if key not in content]
     if missing:
         raise ValueError(f"a checkpoint needs {missing}")
@@ -41,7 +44,12 @@ def save_checkpoint(path: str | os.PathLike, content: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **content}, tmp)
+        if compress:
+            buffer = io.BytesIO()
+            torch.save({"format": FORMAT, **content}, buffer)
+            tmp.write_bytes(gzip.compress(buffer.getvalue(), compresslevel=9, mtime=0))
+        else:
+            torch.save({"format": FORMAT, **content}, tmp)
     return path
 
 
@@ -64,7 +72,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise VidsegError("checkpoint not found", path, "pass the path of a .pt file written by `vidseg train`")
     try:
-        content = torch.load(path, map_location=map_location, weights_only=True)
+        with path.open("rb") as file:
+            gzipped = file.read(2) == b"\x1f\x8b"
+        source = io.BytesIO(gzip.decompress(path.read_bytes())) if gzipped else path
+        content = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holding pickled code
         message, fix = _unreadable(exc)
         raise VidsegError(message, path, fix) from exc
@@ -134,11 +145,13 @@ def export_weights(
     destination: str | os.PathLike,
     dtype: torch.dtype = torch.float16,
     meta: dict[str, Any] | None = None,
+    compress: bool = False,
 ) -> Path:
     """Write an inference-only copy of a checkpoint: the weights (floating tensors cast to ``dtype``), the
     model and training configs, and ``meta`` merged into the source's meta (``max_side`` defaults to the
     training frames' longer side); optimizer state and training progress are dropped. The merged meta (the
-    model card) is also written beside it as JSON (``destination`` with the suffix ``.json``)."""
+    model card) is also written beside it as JSON (``destination`` with the suffix ``.json``). ``compress``:
+    gzip the file (float16 weights shrink by about a tenth)."""
     content = read_checkpoint(source)
     weights = {
         name: tensor.to(dtype) if tensor.is_floating_point() else tensor for name, tensor in content["model"].items()
@@ -147,7 +160,7 @@ def export_weights(
     if "progress" in content:
         merged.setdefault("trained_steps", int(content["progress"].get("step", 0)))
     kept = {key: value for key, value in content.items() if key not in (*_TRAINING_ENTRIES, "format", "meta")}
-    path = save_checkpoint(destination, {**kept, "model": weights, "meta": merged})
+    path = save_checkpoint(destination, {**kept, "model": weights, "meta": merged}, compress=compress)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     return path
