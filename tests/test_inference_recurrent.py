@@ -109,3 +109,20 @@ def test_cli_segment_rejects_a_damaged_checkpoint(tmp_path, square_clip, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "bad.pt: cannot read checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_inference_copy_drops_the_training_only_border_head():
+    frames, masks = moving_squares(num_frames=3)
+    model = tiny_network("s2s++")
+    propagator = RecurrentPropagator(model, max_side=96)
+    assert propagator.model.decoder.border_head is None and model.decoder.border_head is not None
+    first = (masks[0] == 1).astype(np.float32)[None]
+    state = propagator.new_state()
+    propagator.commit(state, frames[0], FrameUpdate([1], first, given=[1]))
+    got = propagator.propagate(state, frames[1]).probabilities
+    x = torch.from_numpy(frames[1]).permute(2, 0, 1)[None].float() / 255
+    x0 = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        out, _ = model.step(x, torch.from_numpy(first)[None], model.init_state(x0, torch.from_numpy(first)[None]))
+    assert out.border_logits is not None
+    np.testing.assert_allclose(got[0], torch.sigmoid(out.logits)[0, 0].numpy(), atol=1e-4)

@@ -93,7 +93,9 @@ class RecurrentPropagator(Propagator):
         self.model = None if self.online_steps else self._prepare(model)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
-        return optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype)
+        fast = optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype)
+        fast.decoder.border_head = None  # it only feeds the training loss: a full-size 42-channel map per object
+        return fast
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         return working_size_multiple_of_32(height, width, self.max_side)
