@@ -75,31 +75,28 @@ class MatchPropagator(Propagator):
         """(K, h, w) labels of the query frame's cells from the top-k matches in memory."""
         _, height, width = query.shape
         q = query.flatten(1).T  # (N, C)
-        sims, labels = [], []
-        for features, memory_labels in state.anchors:  # global: every cell of the user's frames
-            sims.append(q @ features.flatten(1))  # (N, M)
-            labels.append(memory_labels.flatten(1).T.expand(q.shape[0], -1, -1))  # (N, M, K) view
-        for features, memory_labels in state.recent[-self.memory:] if self.memory else []:
-            local_sims, local_labels = self._window(query, features, memory_labels)
-            sims.append(local_sims)
-            labels.append(local_labels)
-        read = read_labels(torch.cat(sims, dim=1), torch.cat(labels, dim=1), self.top_k, self.temperature)
-        return read.T.reshape(-1, height, width)
+        sims = [q @ features.flatten(1) for features, _ in state.anchors]  # global: every cell of the user's frames
+        shared = torch.cat([labels.flatten(1).T for _, labels in state.anchors])  # (M, K), read by index, not copied
+        local = [self._window(query, features, labels) for features, labels in
+                 (state.recent[-self.memory:] if self.memory else [])]  # recent frames: a window around each cell
+        sims += [window_sims for window_sims, _ in local]
+        local_labels = torch.cat([labels for _, labels in local], dim=1)[None] if local else None
+        read = read_labels(torch.cat(sims, dim=1)[None], shared[None], self.top_k, self.temperature, local_labels)
+        return read[0].T.reshape(-1, height, width)
 
     def _window(self, query: Tensor, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Similarities (N, W) and labels (N, W, K) of the (2r+1)^2 cells around each query cell."""
+        """Similarities (N, W) and labels (N, W, K) of the W = (2r+1)^2 cells around each query cell."""
         r = self.radius
         _, height, width = query.shape
         padded = F.pad(features, (r, r, r, r))
         padded_labels = F.pad(labels, (r, r, r, r))
-        inside = F.pad(torch.ones(1, height, width, device=query.device), (r, r, r, r))
+        inside = F.pad(torch.ones(height, width, device=query.device), (r, r, r, r)) > 0
         sims, shifted = [], []
         for dy in range(2 * r + 1):
             for dx in range(2 * r + 1):
-                window = (slice(None), slice(dy, dy + height), slice(dx, dx + width))
-                similarity = (query * padded[window]).sum(0)
-                sims.append(torch.where(inside[window][0] > 0, similarity, torch.full_like(similarity, -1e4)))
-                shifted.append(padded_labels[window])
+                rows, cols = slice(dy, dy + height), slice(dx, dx + width)
+                sims.append((query * padded[:, rows, cols]).sum(0).masked_fill(~inside[rows, cols], -1e4))
+                shifted.append(padded_labels[:, rows, cols])
         return torch.stack(sims).flatten(1).T, torch.stack(shifted).flatten(2).permute(2, 0, 1)
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:

@@ -41,13 +41,24 @@ class MatchFeatures(nn.Module):
         return F.normalize(joined, dim=1)
 
 
-def read_labels(sims: Tensor, labels: Tensor, top_k: int, temperature: float) -> Tensor:
+def read_labels(
+    sims: Tensor, labels: Tensor, top_k: int, temperature: float, local_labels: Tensor | None = None
+) -> Tensor:
     """Label propagation: each query takes the softmax-weighted (``temperature``) labels of its ``top_k`` most similar
-    memory cells. ``sims`` (..., N, M) query-to-memory cosines, ``labels`` (..., N, M, K) (expanded views are fine)
-    -> (..., N, K). The ``match`` method and HS2S's ``merge: match`` share it."""
+    memory cells. ``sims`` (B, N, M + L): query-to-memory cosines, the first M columns for cells every query sees,
+    with ``labels`` (B, M, K); the last L (optional) for cells of each query's own window, with ``local_labels``
+    (B, N, L, K). Returns (B, N, K). The ``match`` method and HS2S's ``merge: match`` share it."""
     top = sims.topk(min(top_k, sims.shape[-1]), dim=-1)
     weights = torch.softmax(top.values / temperature, dim=-1)
-    picked = labels.gather(-2, top.indices[..., None].expand(*top.indices.shape, labels.shape[-1]))
+    batch, queries, k = top.indices.shape
+    shared = labels.shape[1]
+    index = top.indices.clamp(max=max(shared - 1, 0))
+    picked = labels.gather(1, index.reshape(batch, -1, 1).expand(-1, -1, labels.shape[-1]))
+    picked = picked.reshape(batch, queries, k, -1)
+    if local_labels is not None:
+        local = (top.indices - shared).clamp(min=0)
+        from_window = local_labels.gather(2, local[..., None].expand(-1, -1, -1, local_labels.shape[-1]))
+        picked = torch.where((top.indices < shared)[..., None], picked, from_window)
     return (weights[..., None] * picked).sum(-2)
 
 

@@ -156,7 +156,7 @@ class _Merge(nn.Module):
         batch, _, height, width = query.shape
         labels = F.adaptive_avg_pool2d(key_mask, key.shape[-2:]).flatten(2).transpose(1, 2)  # (B, M, 1)
         sims = torch.einsum("bcn,bcm->bnm", query.flatten(2), key.flatten(2))
-        read = read_labels(sims, labels[:, None].expand(-1, sims.shape[1], -1, -1), self.top_k, self.temperature)
+        read = read_labels(sims, labels, self.top_k, self.temperature)
         return read.transpose(1, 2).reshape(batch, 1, height, width)
 
     def forward(self, h: Tensor, refs: list[tuple[Tensor, Tensor]], query: Tensor | None = None) -> Tensor:
