@@ -48,6 +48,7 @@ def test_warped_mask_follows_the_object():
     assert warp_to_frame(gt[:1].expand(3, -1, -1, -1), frames[1:], frames[:1]).shape == (3, 1, 64, 96)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["s2s++", "hs2s"])
 def test_flow_prior_network_needs_the_prior_and_trains(name):
     model = tiny_network(name, flow_prior=True).train()
