@@ -8,6 +8,7 @@ import warnings
 import pytest
 from conftest import tiny_network
 
+import vidseg.bench
 import vidseg.inference.methods as registry
 from vidseg.bench import make_settings, measure_speed, parse_size
 from vidseg.cli.main import main
@@ -18,7 +19,7 @@ from vidseg.errors import VidsegError
 def flow_only(monkeypatch):
     """Time only flow (bundled networks are too slow for a unit test) and segment with flow."""
     monkeypatch.setattr(registry, "runnable_methods", lambda: ["flow"], raising=False)
-    monkeypatch.setattr(registry, "default_method", lambda: "flow")
+    monkeypatch.setattr(vidseg.bench, "segment_memory_method", lambda: "flow")
 
 
 def test_quick_run_writes_markdown_and_json(tmp_path, capsys, flow_only):
@@ -189,3 +190,11 @@ def test_roofline_counts_flops_and_compares_them_with_the_measured_peak(monkeypa
     parts = {name: flops for name, flops in timed["flop_modules"].items() if "." not in name}  # what step() calls
     assert {"_Encoder", "ConvLSTMCell", "UpsampleDecoder"} <= set(parts) and min(parts.values()) > 0
     assert sum(parts.values()) <= timed["flops"]
+
+
+def test_segment_memory_is_measured_with_the_bundled_one_shot_network(monkeypatch):
+    import vidseg.weights
+
+    assert vidseg.bench.segment_memory_method() == "s2s++"  # not match, the default: ~1 frame/s
+    monkeypatch.setattr(vidseg.weights, "bundled_methods", lambda: ["rvos"])  # zero-shot only
+    assert vidseg.bench.segment_memory_method() == "flow"
