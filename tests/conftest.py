@@ -114,6 +114,23 @@ def overfit_rvos(model, batch: dict, steps: int, lr: float = 1e-2, sampling_prob
     return losses
 
 
+def overfit_recurrent(model, batch: dict, steps: int, lr: float = 3e-3) -> list[float]:
+    """Train an S2S-family ``model`` on one clip with teacher forcing; returns the losses."""
+    import torch
+
+    from vidseg.training.recurrent import unroll_clip
+
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = unroll_clip(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DAVIS_240P = SHARED / "data" / "davis2016-train-240p"
 

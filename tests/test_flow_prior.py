@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import moving_squares, tiny_network
+from conftest import moving_squares, overfit_recurrent, tiny_network
 
 from vidseg.inference.flow import DISFlow, warp_maps, warp_to_frame, warp_with_flow
 from vidseg.inference.online import online_finetune
 from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.inference.session import InferenceSession
-from vidseg.training.recurrent import unroll_clip
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -57,14 +56,7 @@ def test_flow_prior_network_needs_the_prior_and_trains(name):
     with pytest.raises(ValueError, match="flow_prior"):
         frames, mask = batch["frames"][:, 0], batch["masks"][:, :1].float()
         model.step(frames, mask, model.init_state(frames, mask))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss, _ = unroll_clip(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_recurrent(model, batch, steps=40)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_network
+from conftest import overfit_recurrent, tiny_network
 
 from vidseg.config.schema import SamplingSchedule
 from vidseg.errors import VidsegError
@@ -152,14 +152,7 @@ def clip_iou(model, batch) -> float:
 def test_tiny_model_overfits_a_clip(name):
     model = tiny_network(name).train()
     batch = square_batch()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss, _ = unroll_clip(model, batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_recurrent(model, batch, steps=60)
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     if name == "hs2s":  # S2S's 2x3-cell state at this size cannot place a small square precisely
         assert clip_iou(model.eval(), batch) > 0.8
