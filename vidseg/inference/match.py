@@ -1,16 +1,20 @@
 """``match``: label propagation on frozen ImageNet features (space-time correspondence; no VOS training).
 
-Each frame's features (:class:`~vidseg.models.match.MatchFeatures`, stride 16) are compared with a memory:
+Each frame's features (:class:`~vidseg.models.match.MatchFeatures`, stride 8) are compared with a memory:
 every frame where the user gave masks (matched over the whole frame) and the last ``memory`` predicted frames
 (matched within ``radius`` cells of each query cell, since objects move little between frames). Each query cell
 takes the softmax-weighted (``temperature``) soft labels of its ``top_k`` most similar memory cells; the label
 maps are up-sampled to the working size. Labels are per track and sum to at most one with background the rest,
 so the maps are exclusive. Memory is bounded: the user's frames plus ``memory`` recent ones.
+
+``match_refine`` (:class:`RefinedMatchPropagator`) reads the same memory and lets a trained refiner draw the masks.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.match import MatchFeatures, read_labels
+from vidseg.models.checkpoint import model_from_checkpoint
+from vidseg.models.match import MatchFeatures, memory_labels, read_memory
+from vidseg.models.match_refine import MatchRefiner, object_labels
 
 
 @dataclass
@@ -36,19 +42,21 @@ class MatchPropagator(Propagator):
         max_side: working resolution's longer side (frames are scaled up or down; sides multiples of 16).
         memory: recent predicted frames kept. top_k: memory cells each query cell reads. temperature: of the
         softmax over their cosine similarities. radius: local window (cells) into recent frames. stride: of the
-        feature grid (8 or 16). backbone: ``efficientnet_lite0/1/2``. device: torch device.
+        feature grid (8 or 16). backbone: ``efficientnet_lite0/1/2``. device: torch device. features: a built
+        :class:`~vidseg.models.match.MatchFeatures` to use instead of ``backbone`` / ``stride``.
     """
 
     name = "match"
 
     def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
-                 radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0", device: str = "cpu"):
+                 radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0",
+                 device: str | torch.device = "cpu", features: MatchFeatures | None = None):
         if min(max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
             raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
         self.max_side, self.memory, self.top_k = int(max_side), int(memory), int(top_k)
         self.temperature, self.radius = float(temperature), int(radius)
         self.device = torch.device(device)
-        self.features = MatchFeatures(backbone, stride=stride).to(self.device)
+        self.features = (features or MatchFeatures(backbone, stride=stride)).to(self.device)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         scale = self.max_side / max(height, width)
@@ -57,61 +65,33 @@ class MatchPropagator(Propagator):
     def new_state(self) -> MatchState:
         return MatchState()
 
-    def _embed(self, frame: np.ndarray) -> Tensor:
+    def _encode(self, frame: np.ndarray) -> tuple[Tensor, list[Tensor]]:
         x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         with torch.inference_mode():
-            return self.features(x)[0]
+            keys, levels = self.features.encode(x)
+        return keys[0], levels
 
     def propagate(self, state: MatchState, frame: np.ndarray) -> Prediction:
         if not state.tracks:
             return Prediction.empty(*frame.shape[:2])
-        state.pending = self._embed(frame)
+        state.pending, levels = self._encode(frame)
         with torch.inference_mode():
-            labels = self._read_memory(state.pending, state)
-            maps = F.interpolate(labels[None], size=frame.shape[:2], mode="bilinear", align_corners=False)[0]
+            labels = read_memory(state.pending, state.anchors, state.recent[-self.memory:] if self.memory else [],
+                                 self.top_k, self.temperature, self.radius)
+            return self._predict(state, labels, levels, frame.shape[:2])
+
+    def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
+        maps = F.interpolate(labels[None], size=size, mode="bilinear", align_corners=False)[0]
         return Prediction(list(state.tracks), maps.clamp(0, 1).cpu().numpy(), exclusive=True)
 
-    def _read_memory(self, query: Tensor, state: MatchState) -> Tensor:
-        """(K, h, w) labels of the query frame's cells from the top-k matches in memory."""
-        _, height, width = query.shape
-        q = query.flatten(1).T  # (N, C)
-        sims = [q @ features.flatten(1) for features, _ in state.anchors]  # global: every cell of the user's frames
-        shared = torch.cat([labels.flatten(1).T for _, labels in state.anchors])  # (M, K), read by index, not copied
-        local = [self._window(query, features, labels) for features, labels in
-                 (state.recent[-self.memory:] if self.memory else [])]  # recent frames: a window around each cell
-        sims += [window_sims for window_sims, _ in local]
-        local_labels = torch.cat([labels for _, labels in local], dim=1)[None] if local else None
-        read = read_labels(torch.cat(sims, dim=1)[None], shared[None], self.top_k, self.temperature, local_labels)
-        return read[0].T.reshape(-1, height, width)
-
-    def _window(self, query: Tensor, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Similarities (N, W) and labels (N, W, K) of the W = (2r+1)^2 cells around each query cell."""
-        r = self.radius
-        _, height, width = query.shape
-        padded = F.pad(features, (r, r, r, r))
-        padded_labels = F.pad(labels, (r, r, r, r))
-        inside = F.pad(torch.ones(height, width, device=query.device), (r, r, r, r)) > 0
-        sims, shifted = [], []
-        for dy in range(2 * r + 1):
-            for dx in range(2 * r + 1):
-                rows, cols = slice(dy, dy + height), slice(dx, dx + width)
-                sims.append((query * padded[:, rows, cols]).sum(0).masked_fill(~inside[rows, cols], -1e4))
-                shifted.append(padded_labels[:, rows, cols])
-        return torch.stack(sims).flatten(1).T, torch.stack(shifted).flatten(2).permute(2, 0, 1)
-
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
-        features = state.pending if state.pending is not None else self._embed(frame)
+        features = state.pending if state.pending is not None else self._encode(frame)[0]
         with torch.inference_mode():
             remap = [state.tracks.index(t) if t in state.tracks else None for t in update.tracks]
             state.anchors = [(f, _reorder(labels, remap)) for f, labels in state.anchors]
             state.recent = [(f, _reorder(labels, remap)) for f, labels in state.recent[-self.memory:]]
             probabilities = torch.from_numpy(update.probabilities).to(self.device)
-            if len(probabilities):  # store decisions, not soft maps: soft labels fed back shrink objects
-                background = 1 - probabilities.sum(0, keepdim=True)
-                winner = torch.cat([background, probabilities]).argmax(0)
-                probabilities = torch.stack([(winner == k + 1).float() for k in range(len(probabilities))])
-            cells = F.avg_pool2d(probabilities[None], self.features.stride)[0] if len(probabilities) else \
-                probabilities.new_zeros((0, *features.shape[1:]))
+            cells = memory_labels(probabilities, self.features.stride)
             (state.anchors if update.given else state.recent).append((features, cells))
             if self.memory == 0:
                 state.recent = []
@@ -129,10 +109,37 @@ class MatchPropagator(Propagator):
         return MatchState([int(t) for t in saved["tracks"]], entries(saved["anchors"]), entries(saved["recent"]))
 
 
+class RefinedMatchPropagator(MatchPropagator):
+    """``match_refine``: match's labels, then a trained :class:`~vidseg.models.match_refine.MatchRefiner` draws each
+    object's mask from them and the frame (independent maps, merged by the session). The matching settings are
+    the network's; ``max_side`` defaults to the one it was trained for."""
+
+    name = "match_refine"
+
+    def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu"):
+        cfg = model.cfg
+        super().__init__(max_side or cfg.max_side, cfg.memory, cfg.top_k, cfg.temperature, cfg.radius, device=device,
+                         features=model.features)
+        self.model = model.to(self.device).eval()
+
+    def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
+        rows = torch.zeros(len(labels), dtype=torch.long, device=labels.device)
+        logits = self.model.refine(levels, rows, object_labels(labels), size)
+        return Prediction(list(state.tracks), torch.sigmoid(logits[:, 0]).float().cpu().numpy())
+
+
+def build_match_refine_propagator(
+    content: dict[str, Any], source: str | os.PathLike, **options: Any
+) -> RefinedMatchPropagator:
+    """The registry's builder: the refiner of checked checkpoint ``content`` (``source`` names it in errors)."""
+    device = options.pop("device", "cpu")
+    return RefinedMatchPropagator(model_from_checkpoint(content, source), device=device, **options)
+
+
 def _reorder(labels: Tensor, remap: list[int | None]) -> Tensor:
     """Label channels in a new track order (None: a track the memory has no label for)."""
     zeros = labels.new_zeros((1, *labels.shape[1:]))
     return torch.cat([labels[i:i + 1] if i is not None else zeros for i in remap]) if remap else labels[:0]
 
 
-__all__ = ["MatchPropagator", "MatchState"]
+__all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator"]

@@ -31,7 +31,14 @@ class MatchFeatures(nn.Module):
         return super().train(False)  # frozen: BatchNorm keeps its ImageNet statistics
 
     def forward(self, frames: Tensor) -> Tensor:
+        return self.encode(frames)[0]
+
+    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The matching features and the backbone's levels (strides 2..32) they were made from."""
         feats = self.backbone((frames - self.mean) / self.std)
+        return self._keys(feats), feats
+
+    def _keys(self, feats: list[Tensor]) -> Tensor:
         coarse, fine = feats[3], feats[2]
         if self.stride == 16:
             fine = F.adaptive_avg_pool2d(fine, coarse.shape[-2:])
@@ -62,4 +69,53 @@ def read_labels(
     return (weights[..., None] * picked).sum(-2)
 
 
-__all__ = ["MatchFeatures", "read_labels"]
+Memory = list[tuple[Tensor, Tensor]]  # (C, h, w) features and (K, h, w) labels of one memory frame each
+
+
+def read_memory(
+    query: Tensor, anchors: Memory, recent: Memory, top_k: int, temperature: float, radius: int
+) -> Tensor:
+    """(K, h, w) labels of one frame's cells (``query``: (C, h, w) features) from the top-k matches in a memory:
+    every cell of the ``anchors`` (frames with given masks) and, for ``recent`` (predicted) frames, the
+    (2 radius + 1)^2 cells around each query cell (objects move little between frames). The ``match`` method
+    and the match refiner's training share it."""
+    _, height, width = query.shape
+    q = query.flatten(1).T  # (N, C)
+    sims = [q @ features.flatten(1) for features, _ in anchors]
+    shared = torch.cat([labels.flatten(1).T for _, labels in anchors])  # (M, K), read by index, not copied
+    local = [_window(query, features, labels, radius) for features, labels in recent]
+    sims += [window_sims for window_sims, _ in local]
+    local_labels = torch.cat([labels for _, labels in local], dim=1)[None] if local else None
+    read = read_labels(torch.cat(sims, dim=1)[None], shared[None], top_k, temperature, local_labels)
+    return read[0].T.reshape(-1, height, width)
+
+
+def _window(query: Tensor, features: Tensor, labels: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+    """Similarities (N, W) and labels (N, W, K) of the W = (2r+1)^2 cells around each query cell."""
+    r = radius
+    _, height, width = query.shape
+    padded = F.pad(features, (r, r, r, r))
+    padded_labels = F.pad(labels, (r, r, r, r))
+    inside = F.pad(torch.ones(height, width, device=query.device), (r, r, r, r)) > 0
+    sims, shifted = [], []
+    for dy in range(2 * r + 1):
+        for dx in range(2 * r + 1):
+            rows, cols = slice(dy, dy + height), slice(dx, dx + width)
+            sims.append((query * padded[:, rows, cols]).sum(0).masked_fill(~inside[rows, cols], -1e4))
+            shifted.append(padded_labels[:, rows, cols])
+    return torch.stack(sims).flatten(1).T, torch.stack(shifted).flatten(2).permute(2, 0, 1)
+
+
+def memory_labels(probabilities: Tensor, stride: int) -> Tensor:
+    """(K, H, W) final maps -> (K, H/stride, W/stride) labels to store in memory: each pixel's decision
+    (the object of highest probability, or background), not the soft maps (fed back, they shrink objects),
+    average-pooled to the feature grid."""
+    if not len(probabilities):
+        return probabilities.new_zeros((0, probabilities.shape[-2] // stride, probabilities.shape[-1] // stride))
+    background = 1 - probabilities.sum(0, keepdim=True)
+    winner = torch.cat([background, probabilities]).argmax(0)
+    decisions = torch.stack([(winner == k + 1).to(probabilities.dtype) for k in range(len(probabilities))])
+    return F.avg_pool2d(decisions[None], stride)[0]
+
+
+__all__ = ["MatchFeatures", "Memory", "memory_labels", "read_labels", "read_memory"]

@@ -1,0 +1,127 @@
+"""``match_refine``: the ``match`` method's label propagation, then a learned mask refiner (beyond the seeds).
+
+Matching on frozen ImageNet features finds the object well but draws coarse, blocky boundaries: its labels live
+on a stride-8 grid. :class:`MatchRefiner` keeps the frozen EfficientNet-Lite of the match features and adds a small
+decoder that reads, per object, the match labels (its own and the other objects' together) with the backbone's
+stride-16 / 8 / 4 / 2 features and predicts a residual on the labels' logits at stride 2. Its head starts at
+zero, so the untrained refiner reproduces match. The matching settings the refiner was trained with belong to the
+model (:class:`MatchRefineConfig`), so inference matches the same way.
+
+Stage methods (no per-video state here; the memory is the caller's, as in :mod:`vidseg.models.match`):
+``encode(frames) -> (keys, levels)`` (as :meth:`MatchFeatures.encode`) and ``refine(levels, rows, labels, size)
+-> logits``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidseg.models.config_fields import config_from_dict
+from vidseg.models.match import MatchFeatures
+
+LABEL_EPS = 1e-3  # labels are clamped to [eps, 1 - eps] before their logit: a finite residual base
+
+
+@dataclass
+class MatchRefineConfig:
+    """The ``model:`` section of a match-refiner config."""
+
+    method: str = "match_refine"
+    backbone: str = "efficientnet_lite0"
+    backbone_weights: str | None = "imagenet"
+    widths: tuple[int, ...] = (64, 48, 32)  # decoder channels at strides 8, 4, 2
+    top_k: int = 30  # matching, as the match method's options
+    temperature: float = 0.1
+    radius: int = 4
+    memory: int = 16
+    max_side: int = 640  # the working resolution the matching was tuned at
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        checks = [
+            (self.method == "match_refine", f"method must be 'match_refine', got {self.method!r}"),
+            (len(self.widths) == 3 and min(self.widths) > 0, f"widths must be 3 positive ints, got {self.widths}"),
+            (min(self.top_k, self.max_side, self.memory + 1, self.radius + 1) > 0 and self.temperature > 0,
+             "top_k and max_side must be positive, memory and radius non-negative, temperature > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MatchRefineConfig:
+        return config_from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class MatchRefiner(nn.Module):
+    """Frozen match features + a trainable refining decoder (see the module docstring)."""
+
+    def __init__(self, cfg: MatchRefineConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = MatchFeatures(cfg.backbone, cfg.backbone_weights, stride=8)
+        c2, c4, c8, c16 = self.features.backbone.channels[:4]
+        w8, w4, w2 = cfg.widths
+        self.lateral16 = nn.Conv2d(c16, w8, 1)
+        self.lateral8 = nn.Conv2d(c8, w8, 1)
+        self.stage8 = nn.Sequential(_conv(w8 + 2, w8), _conv(w8, w8))
+        self.lateral4 = nn.Conv2d(c4, w4, 1)
+        self.stage4 = _conv(w8 + w4 + 1, w4)
+        self.lateral2 = nn.Conv2d(c2, w2, 1)
+        self.stage2 = _conv(w4 + w2 + 1, w2)
+        self.head = nn.Conv2d(w2, 1, 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # step 0: the refiner returns match's labels unchanged
+        nn.init.zeros_(self.head.bias)
+
+    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(B, 3, H, W) RGB in [0, 1] -> matching keys (B, C, H/8, W/8) and the frozen backbone levels (strides
+        2..32) :meth:`refine` reads."""
+        with torch.no_grad():
+            return self.features.encode(frames)
+
+    def refine(self, levels: list[Tensor], rows: Tensor, labels: Tensor, size: tuple[int, int]) -> Tensor:
+        """Mask logits (N, 1, H, W) at ``size`` for N objects: ``labels`` (N, 2, h, w) are each object's match
+        labels and the sum of the other objects' ones on the stride-8 grid, ``rows`` (N,) the frame (index into
+        ``levels``' batch) each object is in."""
+        f2, f4, f8, f16 = (level[rows] for level in levels[:4])  # stride 32 is not used
+        own = labels[:, :1]
+        x = self.lateral8(f8) + F.interpolate(self.lateral16(f16), size=f8.shape[-2:], mode="bilinear",
+                                              align_corners=False)
+        x = self.stage8(torch.cat([torch.relu(x), labels], 1))
+        x = self.stage4(torch.cat([_up(x, f4), self.lateral4(f4), _up(own, f4)], 1))
+        x = self.stage2(torch.cat([_up(x, f2), self.lateral2(f2), _up(own, f2)], 1))
+        base = F.interpolate(own, size=size, mode="bilinear", align_corners=False).clamp(LABEL_EPS, 1 - LABEL_EPS)
+        return F.interpolate(self.head(x), size=size, mode="bilinear", align_corners=False) + torch.logit(base)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def _up(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def object_labels(labels: Tensor) -> Tensor:
+    """(K, h, w) match labels of one frame -> (K, 2, h, w): each object's own labels and the others' sum."""
+    return torch.stack([labels, labels.sum(0, keepdim=True) - labels], 1)
+
+
+def build_model(config: MatchRefineConfig | dict[str, Any]) -> MatchRefiner:
+    cfg = config if isinstance(config, MatchRefineConfig) else MatchRefineConfig.from_dict(dict(config))
+    return MatchRefiner(cfg)
+
+
+__all__ = ["MatchRefineConfig", "MatchRefiner", "build_model", "object_labels"]
