@@ -267,3 +267,28 @@ def test_a_full_disk_mid_video_keeps_the_masks_and_says_how_to_continue(tmp_path
     assert "00005.png: cannot write (No space left on device)" in lines[0]
     assert lines[0].endswith("5 masks kept in " + str(tmp_path / "out") + "; rerun the same command with --resume")
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
+
+
+def test_auto_threads_leave_the_busy_cores_to_others(tmp_path, square_clip, capsys, monkeypatch):
+    import cv2
+    import torch
+
+    from vidseg import machine
+
+    assert [machine.auto_threads(cores, busy)[0] for cores, busy in ((2, 0.2), (2, 0.9), (4, 1.2), (2, 5.0))] == [2, 1, 3, 1]
+    assert machine.busy_cores(window=0.05) >= 0
+    frame_dir, _, first = square_clip
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    monkeypatch.setattr(machine, "busy_cores", lambda window=0.2: 1.0)
+    try:
+        code, _, err = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", tmp_path / "o", "--method", "flow")
+        assert code == 0, err
+        cores = machine.auto_threads(busy=1.0)[0]
+        assert f"threads: {cores} (auto: " in err and torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
+    with pytest.raises(SystemExit) as exited:
+        main(["segment", str(frame_dir), "--mask", str(first), "--out", str(tmp_path / "p"), "--threads", "many"])
+    assert exited.value.code == 2
+    assert "argument --threads: 'many' is not a count; use a number such as 1, or auto" in capsys.readouterr().err

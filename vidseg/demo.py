@@ -17,6 +17,7 @@ import numpy as np
 from vidseg.data.scene import make_scene_clip
 from vidseg.data.synth import DemoClip, make_demo_clip
 from vidseg.evaluation import evaluate_sequence_arrays, global_metrics
+from vidseg.inference.methods import heldout_scores
 from vidseg.inference.runner import SegmentResult, segment_video
 from vidseg.io.masks import read_mask
 from vidseg.weights import bundled_methods
@@ -59,8 +60,13 @@ class DemoResult:
 
 
 def demo_method() -> str:
-    """The bundled network when one is installed, else flow (with a note on stderr)."""
+    """The bundled one-shot network with the best held-out J&F (its model card), any bundled network when no card
+    has a score, else flow (with a note on stderr)."""
     bundled = bundled_methods()
+    scores, _ = heldout_scores()
+    scored = [name for name in bundled if name in scores]
+    if scored:
+        return max(scored, key=lambda name: scores[name])
     if bundled:
         return bundled[0]
     print("vidseg demo: no bundled network weights are installed; using flow (reinstall vidseg to get them)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from pathlib import Path
 
 from vidseg.errors import VidsegError
@@ -110,14 +111,60 @@ def check_device(device: str, option: str = "--device") -> str:
     return device
 
 
-THREADS_HELP = ("torch and OpenCV threads (default: all cores; 1 keeps the speed when another busy process shares "
-                "the machine: oversubscribed cores slow every thread down)")
+THREADS_HELP = ("torch and OpenCV threads: a count, or auto = the cores other processes leave idle, measured at "
+                "the start (oversubscribed cores slow every thread down: 8x measured on 2 cores)")
 
 
-def set_threads(threads: int | None, option: str = "--threads") -> None:
-    """Use ``threads`` torch and OpenCV threads (None: leave the libraries' defaults)."""
+def parse_threads(value: str) -> int | str:
+    """``--threads`` as argparse reads it (an argparse ``type``): a count or ``auto``."""
+    import argparse
+
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count; use a number such as 1, or auto") from None
+
+
+def busy_cores(window: float = 0.2) -> float:
+    """How many cores other processes keep busy now: the machine's busy time over ``window`` seconds while this
+    process sleeps (``/proc/stat``); elsewhere the 1-minute load average (which also counts this process's past)."""
+    def busy_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = busy_and_total()
+        time.sleep(window)
+        busy1, total1 = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    cpus = os.cpu_count() or 1
+    return cpus * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def auto_threads(cores: int | None = None, busy: float | None = None) -> tuple[int, str]:
+    """The threads worth running: the usable cores minus those other processes keep busy (:func:`busy_cores`,
+    rounded), at least one. Returns (count, why)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if busy is None:
+        busy = busy_cores()
+    count = max(1, min(cores, cores - int(busy + 0.5)))
+    return count, f"auto: {cores} cores, {busy:.1f} busy with other work"
+
+
+def set_threads(threads: int | str | None, option: str = "--threads") -> str | None:
+    """Use ``threads`` torch and OpenCV threads (``auto``: :func:`auto_threads`; None: leave the libraries'
+    defaults). Returns a line saying what was chosen, or None."""
     if threads is None:
-        return
+        return None
+    why = None
+    if threads == "auto":
+        threads, why = auto_threads()
     if threads < 1:
         raise VidsegError(f"{option} {threads} must be at least 1", fix="e.g. --threads 1")
     import cv2
@@ -125,6 +172,7 @@ def set_threads(threads: int | None, option: str = "--threads") -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    return f"threads: {threads}" + (f" ({why})" if why else "")
 
 
 def format_machine_info() -> str:

@@ -86,7 +86,8 @@ _BUILTIN = (
     MethodSpec("match_refine", "match's label propagation, then a trained refiner draws each mask from the labels and "
                "the frame's frozen ImageNet features", propagator="vidseg.inference.match:build_match_refine_propagator",
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
-               trainer="vidseg.training.match_refine:MatchRefineAdapter", options=("max_side", "device")),
+               trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
+               options=("max_side", "device")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vidseg.constants import DTYPE_CHOICES
-from vidseg.machine import THREADS_HELP
+from vidseg.machine import THREADS_HELP, parse_threads
 from vidseg.registry import get_method, method_names
 
 
@@ -76,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue a run that was interrupted (Ctrl-C) in --out, with the same arguments")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    parser.add_argument("--threads", type=parse_threads, default="auto", metavar="N", help=THREADS_HELP)
     parser.set_defaults(func=run)
 
 
@@ -88,8 +88,9 @@ _OPTION_FLAGS = {"max_side": "--max-side", "device": "--device", "dtype": "--dty
 MIN_SIDE = 32  # networks round the working size to multiples of 32
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    """Refuse values no method can run with, before anything is read or written."""
+def _check_options(args: argparse.Namespace) -> str | None:
+    """Refuse values no method can run with, before anything is read or written; set the threads (returns the line
+    saying how many)."""
     from vidseg.errors import VidsegError
     from vidseg.machine import check_device, set_threads
 
@@ -108,7 +109,7 @@ def _check_options(args: argparse.Namespace) -> None:
         raise VidsegError(f"--rho-reid {args.rho_reid} must be positive", fix="leave it out for the calibrated value")
     if args.device is not None:
         check_device(args.device)
-    set_threads(args.threads)
+    return set_threads(args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from vidseg.inference.methods import build_propagator, choose_default_method
     from vidseg.inference.runner import segment_video
 
-    _check_options(args)
+    threads = _check_options(args)
     if args.overwrite and args.resume:
         raise VidsegError("--overwrite and --resume exclude each other", fix="pass one of them")
     method = args.method
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
         dtype, reason = resolve_dtype(args.dtype, args.device or "cpu")
         print(f"precision: {dtype} ({reason})", file=sys.stderr)
+    if threads and not args.quiet:
+        print(threads, file=sys.stderr)
     result = segment_video(
         args.video,
         args.mask,

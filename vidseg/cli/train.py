@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vidseg.machine import THREADS_HELP, set_threads
+from vidseg.machine import THREADS_HELP, parse_threads, set_threads
 
 
 def _trainable() -> list[str]:
@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="config overrides, e.g. train.steps=1000 data.batch_size=8 data.size=[128,224]")
     parser.add_argument("--resume", action="store_true", help="continue the run in the output folder from last.pt")
     parser.add_argument("--out", metavar="DIR", help="output folder (overrides train.out_dir)")
-    parser.add_argument("--threads", type=int, metavar="N", help=THREADS_HELP)
+    parser.add_argument("--threads", type=parse_threads, metavar="N",
+                        help=THREADS_HELP + " (default: all cores)")
     parser.set_defaults(func=run)
 
 
