@@ -58,6 +58,23 @@ def test_untrained_refiner_segments_like_match(clip, untrained):
         assert (refined.step(frame, first if t == 0 else None) == plain.step(frame, first if t == 0 else None)).all()
 
 
+def test_with_match_feedback_a_trained_refiner_leaves_the_memory_as_match_keeps_it(clip):
+    frames, masks = clip
+    torch.manual_seed(1)
+    model = build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8), "feedback": "match"}).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # a refiner that changes the masks
+    refined = InferenceSession(RefinedMatchPropagator(model))
+    plain = InferenceSession(MatchPropagator(max_side=224, memory=3))
+    changed = False
+    for t, frame in enumerate(frames):
+        given = masks[0] if t == 0 else None
+        changed |= not np.array_equal(refined.step(frame, given), plain.step(frame, given))
+    assert changed
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(refined.state.recent, plain.state.recent))
+    losses = [unroll_match_refine(model.train(), clip_batch(*clip))[1]["total"] for _ in range(2)]
+    assert losses[0] == pytest.approx(losses[1])  # nothing random in the unroll
+
+
 def test_training_lowers_the_loss(clip):
     torch.manual_seed(0)
     model = build_model({"memory": 3, "widths": (16, 16, 8)})
@@ -95,7 +112,8 @@ def test_checkpoint_builds_the_method_and_resumes_exactly(tmp_path, clip, untrai
 
 
 @pytest.mark.parametrize("values, message", [({"widths": (8, 8)}, "widths"), ({"temperature": 0}, "temperature"),
-                                             ({"method": "match"}, "method")])
+                                             ({"method": "match"}, "method"),
+                                             ({"feedback": "both"}, "feedback")])
 def test_bad_config_is_rejected(values, message):
     with pytest.raises(ValueError, match=message):
         MatchRefineConfig(**values)

@@ -12,6 +12,7 @@ so the maps are exclusive. Memory is bounded: the user's frames plus ``memory`` 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class MatchState:
     anchors: list[tuple[Tensor, Tensor]] = field(default_factory=list)  # (C, h, w) features, (K, h, w) labels
     recent: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     pending: Tensor | None = None  # features of the frame last propagated, reused by commit
+    pending_labels: Tensor | None = None  # match_refine with feedback "match": that frame's match labels
 
 
 class MatchPropagator(Propagator):
@@ -95,7 +97,7 @@ class MatchPropagator(Propagator):
             (state.anchors if update.given else state.recent).append((features, cells))
             if self.memory == 0:
                 state.recent = []
-        state.tracks, state.pending = list(update.tracks), None
+        state.tracks, state.pending, state.pending_labels = list(update.tracks), None, None
 
     def state_dict(self, state: MatchState) -> dict:
         return {"tracks": list(state.tracks),
@@ -123,9 +125,21 @@ class RefinedMatchPropagator(MatchPropagator):
         self.model = model.to(self.device).eval()
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
+        if self.model.cfg.feedback == "match":
+            state.pending_labels = labels
         rows = torch.zeros(len(labels), dtype=torch.long, device=labels.device)
         logits = self.model.refine(levels, rows, object_labels(labels), size)
         return Prediction(list(state.tracks), torch.sigmoid(logits[:, 0]).float().cpu().numpy())
+
+
+    def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
+        if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
+            remap = [state.tracks.index(t) if t in state.tracks else None for t in update.tracks]
+            with torch.inference_mode():
+                maps = F.interpolate(_reorder(state.pending_labels, remap)[None], size=update.probabilities.shape[1:],
+                                     mode="bilinear", align_corners=False)[0].clamp(0, 1)
+            update = dataclasses.replace(update, probabilities=maps.cpu().numpy())
+        super().commit(state, frame, update)
 
 
 def build_match_refine_propagator(

@@ -5,7 +5,9 @@ on a stride-8 grid. :class:`MatchRefiner` keeps the frozen EfficientNet-Lite of 
 decoder that reads, per object, the match labels (its own and the other objects' together) with the backbone's
 stride-16 / 8 / 4 / 2 features and predicts a residual on the labels' logits at stride 2. Its head starts at
 zero, so the untrained refiner reproduces match. The matching settings the refiner was trained with belong to the
-model (:class:`MatchRefineConfig`), so inference matches the same way.
+model (:class:`MatchRefineConfig`), so inference matches the same way; so does ``feedback``: whether a predicted
+frame enters the memory with the refined masks or with match's own labels (then the refiner cannot drift the
+matching: it only redraws the output).
 
 Stage methods (no per-video state here; the memory is the caller's, as in :mod:`vidseg.models.match`):
 ``encode(frames) -> (keys, levels)`` (as :meth:`MatchFeatures.encode`) and ``refine(levels, rows, labels, size)
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 from vidseg.models.config_fields import config_from_dict
 from vidseg.models.match import MatchFeatures
 
+FEEDBACK = ("refined", "match")
 LABEL_EPS = 1e-3  # labels are clamped to [eps, 1 - eps] before their logit: a finite residual base
 
 
@@ -41,12 +44,14 @@ class MatchRefineConfig:
     radius: int = 4
     memory: int = 16
     max_side: int = 640  # the working resolution the matching was tuned at
+    feedback: str = "refined"  # what a predicted frame leaves in the memory: the refined masks or match's own labels
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
         checks = [
             (self.method == "match_refine", f"method must be 'match_refine', got {self.method!r}"),
             (len(self.widths) == 3 and min(self.widths) > 0, f"widths must be 3 positive ints, got {self.widths}"),
+            (self.feedback in FEEDBACK, f"feedback must be one of {FEEDBACK}, got {self.feedback!r}"),
             (min(self.top_k, self.max_side, self.memory + 1, self.radius + 1) > 0 and self.temperature > 0,
              "top_k and max_side must be positive, memory and radius non-negative, temperature > 0"),
         ]

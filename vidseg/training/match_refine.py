@@ -3,7 +3,7 @@ the masks from its labels.
 
 Per clip, frame 0's ground truth is the memory's anchor; for t = 1..T-1 the frozen features of frame t are matched
 against the memory, the refiner predicts every object's mask, and the decisions of the aggregated prediction (as
-the inference session commits them) become a recent memory frame. Gradients reach the refiner only: the matching
+the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame. Gradients reach the refiner only: the matching
 is frozen and its labels are not differentiated. Loss per (frame, object): ``(1 - w) BCE + w (1 - soft IoU)``
 with ``w = train.loss.iou_weight``, void pixels left out, averaged over the labelled frames.
 """
@@ -81,8 +81,10 @@ def unroll_match_refine(
         rows = torch.cat([torch.full((counts[b],), b * length + t, device=frames.device) for b in clips])
         logits = model.refine(levels, rows, torch.cat(labels), tuple(frames.shape[-2:]))[:, 0]
         per_clip = logits.split([counts[b] for b in clips])
-        for b, clip_logits in zip(clips, per_clip):
-            recent[b].append((keys[b, t], memory_labels(_decisions(clip_logits.detach()), stride)))
+        for b, clip_logits, clip_labels in zip(clips, per_clip, labels):
+            kept = _decisions(clip_logits.detach()) if cfg.feedback == "refined" else F.interpolate(
+                clip_labels[None, :, 0], size=frames.shape[-2:], mode="bilinear", align_corners=False)[0]
+            recent[b].append((keys[b, t], memory_labels(kept, stride)))
         scored = [i for i, b in enumerate(clips) if bool(labelled[b, t])]
         if not scored:
             continue
