@@ -23,6 +23,8 @@ from vidseg.inference.methods import build_propagator
 from vidseg.inference.session import InferenceSession
 from vidseg.io.masks import read_mask
 from vidseg.machine import format_machine_info, set_threads
+from vidseg.models.checkpoint import read_checkpoint
+from vidseg.registry import get_method
 
 
 def load_clip(root: Path, sequence: str, frames: int, size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -47,6 +49,11 @@ def frames_per_second(propagator, clip: list[np.ndarray], mask: np.ndarray, warm
     return (len(clip) - 1 - warmup) / (time.perf_counter() - start)
 
 
+def precision(method: str, dtype: str) -> dict[str, str]:
+    """``dtype`` as a build option, for the methods that take one."""
+    return {"dtype": dtype} if "dtype" in get_method(method).options else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/data/davis2016-train-240p"))
@@ -69,9 +76,10 @@ def main() -> None:
     methods = {}
     for item in args.method:
         name, _, checkpoint = item.partition("=")
-        methods[name] = build_propagator(checkpoint=checkpoint, dtype=args.dtype)
+        method = read_checkpoint(checkpoint)["method"]
+        methods[name] = build_propagator(checkpoint=checkpoint, **precision(method, args.dtype))
     for name in args.runnable:
-        methods[name] = build_propagator(name, **({"dtype": args.dtype} if name not in ("flow", "match") else {}))
+        methods[name] = build_propagator(name, **precision(name, args.dtype))
     rates: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):
         for name, propagator in methods.items():

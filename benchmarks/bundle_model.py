@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from eval_trained import score
+from eval_trained import score, with_model_options
 
 from vidseg.config.schema import SourceConfig
 from vidseg.data.davis import DavisIndex
@@ -90,6 +90,9 @@ def main() -> None:
                         help="working size the network runs at (default: the one it was trained for)")
     parser.add_argument("--out", type=Path, default=Path("vidseg/weights/s2s++_cpu.pt"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="change an inference setting of the model config before scoring and export "
+                             "(e.g. feedback=match for match_refine); recorded on the card")
     parser.add_argument("--command", default="VIDSEG_SHARED=../shared vidseg train configs/cpu/bundled.yaml",
                         help="the training command, for the card")
     args = parser.parse_args()
@@ -98,6 +101,8 @@ def main() -> None:
     checkpoint = args.run / args.checkpoint
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     selected = read_checkpoint(checkpoint)
+    changed = tempfile.TemporaryDirectory()
+    checkpoint = with_model_options(checkpoint, args.model_option, Path(changed.name))
     last = read_checkpoint(args.run / "last.pt")
     log = (args.run / "log.csv").read_text().splitlines()
     train_minutes = ((args.run / "last.pt").stat().st_mtime - (args.run / "config.yaml").stat().st_mtime) / 60
@@ -112,6 +117,7 @@ def main() -> None:
         "trained_on": describe_training(config),
         "licence": LICENCE,
         "command": args.command,
+        **({"model_options": args.model_option} if args.model_option else {}),
         "bundle_command": "python " + " ".join(sys.argv),
         "train_steps": int(last["progress"]["step"]),
         "selected_step": int(selected.get("meta", {}).get("step", last["progress"]["step"])),

@@ -29,6 +29,7 @@ from vidseg.evaluation import evaluate
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.runner import segment_video
 from vidseg.machine import format_machine_info
+from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
 
 
 def val_sequences(config: Path) -> list[str]:
@@ -80,6 +81,16 @@ def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def with_model_options(checkpoint: Path, options: list[str], folder: Path) -> Path:
+    """``checkpoint``, or a copy in ``folder`` whose model config has the ``KEY=VALUE`` ``options`` (YAML values)."""
+    if not options:
+        return checkpoint
+    content = read_checkpoint(checkpoint)
+    changes = {key: yaml.safe_load(value) for key, _, value in (option.partition("=") for option in options)}
+    copy = folder / f"{checkpoint.stem}-{'-'.join(options)}.pt"
+    return save_checkpoint(copy, {**content, "model_config": {**content["model_config"], **changes}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="DAVIS-layout dataset root")
@@ -101,6 +112,9 @@ def main() -> None:
     parser.add_argument("--online-steps", type=int, default=0,
                         help="also score every network with S2S-OL fine-tuning of this many steps")
     parser.add_argument("--online-lr", type=float, default=1e-4)
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="change an inference setting of every --method checkpoint's model config "
+                             "(e.g. feedback=match for match_refine)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -114,6 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in args.method:
             name, _, checkpoint = spec.partition("=")
+            checkpoint = with_model_options(Path(checkpoint), args.model_option, Path(tmp))
             network = build_propagator(checkpoint=checkpoint, max_side=args.max_side, dtype=args.dtype)
             rows += score(name, network, index, args, Path(tmp))
             if args.online_steps:

@@ -68,6 +68,26 @@ def test_the_bundled_model_is_small_documented_and_runs():
     assert outputs[-1].shape == masks[0].shape and set(np.unique(outputs[-1])) <= {0, 1, 2}
 
 
+def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
+    path = weights.WEIGHTS_DIR / "match_refine_cpu.pt"
+    assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
+    content = read_checkpoint(path)
+    assert content["model_config"]["method"] == "match_refine"
+    assert {t.dtype for t in content["model"].values() if t.is_floating_point()} == {torch.float16}
+    card = weights.bundled_card("match_refine")
+    assert card == json.loads(path.with_suffix(".json").read_text())
+    for key in ("heldout", "heldout_synthetic"):  # the bar: a learned model above match and flow on both
+        assert card[key]["J&F"] > max(card[key]["match J&F"], card[key]["flow J&F"])
+    assert choose_default_method().name == "match_refine"
+    propagator = build_propagator("match_refine")  # at the 640 px it was trained for
+    frames, masks = moving_squares(num_frames=4, size=(128, 224), side=44, step=4)
+    session = InferenceSession(propagator)
+    outputs = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
+    for object_id in (1, 2):
+        overlap = (outputs[-1] == object_id) & (masks[-1] == object_id)
+        assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
+
+
 def test_the_bundled_zero_shot_rvos_is_small_documented_and_discovers_objects(tmp_path, square_clip, capsys):
     path = weights.WEIGHTS_DIR / "rvos_cpu.pt"
     assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024

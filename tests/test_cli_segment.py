@@ -19,8 +19,8 @@ def test_segment_writes_one_mask_per_frame_and_overlay(tmp_path, square_clip, ca
     code, stdout, stderr = run_cli(capsys, "segment", frame_dir, "--mask", first, "--out", out, "--overlay",
                                    tmp_path / "o.mp4")
     assert code == 0
-    assert "method: match -- best held-out J&F" in stderr  # the default: see vidseg/weights/heldout.json
-    assert "segmented 12 frames, 2 object(s) with 'match'" in stdout and "frames/s" in stdout
+    assert "method: match_refine -- best held-out J&F" in stderr  # the default: see the bundled model cards
+    assert "segmented 12 frames, 2 object(s) with 'match_refine'" in stdout and "frames/s" in stdout
     written = sorted(p.name for p in out.iterdir())
     assert written == [f"{t:05d}.png" for t in range(12)]
     with Image.open(out / "00003.png") as image:

@@ -15,7 +15,7 @@ def test_demo_runs_the_bundled_model_quickly_and_prints_scores(tmp_path, capsys)
     assert time.perf_counter() - start < 60
     out = capsys.readouterr().out
     for case in ("synthetic", "scene"):
-        assert f"[{case}] method:  s2s++" in out  # the bundled network
+        assert f"[{case}] method:  match_refine" in out  # the bundled network with the best held-out score
         score = float(out.split(f"[{case}] score:   J&F ")[1].split()[0])
         flow = float(out.split(f"[{case}] score:")[1].split("(flow: J&F ")[1].split(")")[0])
         assert 0.0 < score <= 1.0 and 0.0 < flow <= 1.0
