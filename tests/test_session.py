@@ -84,5 +84,5 @@ def test_state_does_not_grow_with_video_length():
 
 
 def test_unknown_method_is_a_clear_error():
-    with pytest.raises(VidsegError, match=r"unknown method .nope.*use one of: flow, match, hs2s, s2s\+\+, s2s"):
+    with pytest.raises(VidsegError, match=r"unknown method .nope.*use one of: flow, match, match_refine, hs2s, s2s\+\+, s2s"):
         build_propagator("nope")
