@@ -47,18 +47,17 @@ def build_network(checkpoint: Path, max_side: int | None) -> Propagator:
     return build_propagator(checkpoint=str(checkpoint), max_side=max_side, **precision)
 
 
-def heldout_scores(checkpoint: Path, index: DavisIndex, root: Path, year: str, max_side: int | None,
-                   match: dict | None = None) -> dict:
+def heldout_scores(network: Propagator, index: DavisIndex, root: Path, year: str, match: dict | None = None) -> dict:
     """The network's and flow's scores; match's too (``match``: its recorded scores, else measured here)."""
     args = argparse.Namespace(root=root, split="train", year=year)
     with tempfile.TemporaryDirectory() as tmp:
-        network = score("network", build_network(checkpoint, max_side), index, args, Path(tmp))[0]
+        scored = score("network", network, index, args, Path(tmp))[0]
         flow = score("flow", FlowPropagator(), index, args, Path(tmp))[0]
         match = match or score("match", MatchPropagator(), index, args, Path(tmp))[0]
     keep = ("J&F", "J", "F", "J-early", "J-late", "F-early", "F-late", "frames/s")
-    return {**{k: round(network[k], 4) for k in keep}, **{f"flow {k}": round(flow[k], 4) for k in keep},
+    return {**{k: round(scored[k], 4) for k in keep}, **{f"flow {k}": round(flow[k], 4) for k in keep},
             **{f"match {k}": round(match[k], 4) for k in keep if k in match},
-            "per-sequence": {k: round(v, 4) for k, v in network["per-sequence"].items()},
+            "per-sequence": {k: round(v, 4) for k, v in scored["per-sequence"].items()},
             "flow per-sequence": {k: round(v, 4) for k, v in flow["per-sequence"].items()}}
 
 
@@ -103,6 +102,7 @@ def main() -> None:
     selected = read_checkpoint(checkpoint)
     changed = tempfile.TemporaryDirectory()
     checkpoint = with_model_options(checkpoint, args.model_option, Path(changed.name))
+    network = build_network(checkpoint, args.max_side)
     last = read_checkpoint(args.run / "last.pt")
     log = (args.run / "log.csv").read_text().splitlines()
     train_minutes = ((args.run / "last.pt").stat().st_mtime - (args.run / "config.yaml").stat().st_mtime) / 60
@@ -124,12 +124,12 @@ def main() -> None:
         "train_minutes": round(train_minutes, 1),
         "train_machine": format_machine_info().splitlines()[0],
         "final_train_loss": float(log[-1].split(",")[3]),
-        "max_side": build_network(checkpoint, args.max_side).max_side,
+        "max_side": network.max_side,
         "heldout": {"videos": "6 held-out DAVIS-2016 videos (" + ", ".join(config["data"]["val"]["sequences"]) + ")",
-                    **heldout_scores(checkpoint, davis, davis_root, "2016", args.max_side,
+                    **heldout_scores(network, davis, davis_root, "2016",
                                      match=heldout_table()["methods"]["match"])},
         "heldout_synthetic": {"videos": "8 held-out synthetic videos (seed 1, 16 objects)",
-                              **heldout_scores(checkpoint, synth, Path(SYNTH_VAL["root"]), "2017", args.max_side)},
+                              **heldout_scores(network, synth, Path(SYNTH_VAL["root"]), "2017")},
     }
     path = export_weights(checkpoint, args.out, torch.float16, card, compress=True)
     print(json.dumps({k: v for k, v in card.items() if not k.startswith("heldout")}, indent=2))

@@ -79,7 +79,7 @@ def test_training_lowers_the_loss(clip):
     torch.manual_seed(0)
     model = build_model({"memory": 3, "widths": (16, 16, 8)})
     batch = clip_batch(*clip)
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(20):
         loss, parts = unroll_match_refine(model, batch)

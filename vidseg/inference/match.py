@@ -89,7 +89,7 @@ class MatchPropagator(Propagator):
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         features = state.pending if state.pending is not None else self._encode(frame)[0]
         with torch.inference_mode():
-            remap = [state.tracks.index(t) if t in state.tracks else None for t in update.tracks]
+            remap = _remap(state.tracks, update.tracks)
             state.anchors = [(f, _reorder(labels, remap)) for f, labels in state.anchors]
             state.recent = [(f, _reorder(labels, remap)) for f, labels in state.recent[-self.memory:]]
             probabilities = torch.from_numpy(update.probabilities).to(self.device)
@@ -131,10 +131,9 @@ class RefinedMatchPropagator(MatchPropagator):
         logits = self.model.refine(levels, rows, object_labels(labels), size)
         return Prediction(list(state.tracks), torch.sigmoid(logits[:, 0]).float().cpu().numpy())
 
-
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
-            remap = [state.tracks.index(t) if t in state.tracks else None for t in update.tracks]
+            remap = _remap(state.tracks, update.tracks)
             with torch.inference_mode():
                 maps = F.interpolate(_reorder(state.pending_labels, remap)[None], size=update.probabilities.shape[1:],
                                      mode="bilinear", align_corners=False)[0].clamp(0, 1)
@@ -148,6 +147,11 @@ def build_match_refine_propagator(
     """The registry's builder: the refiner of checked checkpoint ``content`` (``source`` names it in errors)."""
     device = options.pop("device", "cpu")
     return RefinedMatchPropagator(model_from_checkpoint(content, source), device=device, **options)
+
+
+def _remap(tracks: list[int], new_tracks: list[int]) -> list[int | None]:
+    """For each of ``new_tracks``, its index in ``tracks`` (None: a track new to the memory)."""
+    return [tracks.index(t) if t in tracks else None for t in new_tracks]
 
 
 def _reorder(labels: Tensor, remap: list[int | None]) -> Tensor:

@@ -111,9 +111,6 @@ class MatchRefiner(nn.Module):
         base = F.interpolate(own, size=size, mode="bilinear", align_corners=False).clamp(LABEL_EPS, 1 - LABEL_EPS)
         return F.interpolate(self.head(x), size=size, mode="bilinear", align_corners=False) + torch.logit(base)
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
