@@ -87,6 +87,27 @@ def test_cli_parallel_jobs_give_identical_numbers(davis, tmp_path, capsys):
     assert not (tmp_path / "o" / "plots-val").exists()
 
 
+def test_parallel_jobs_of_unequal_length_come_back_in_order(tmp_path):
+    """Longest sequences go to the worker first and this process takes the short ones; the order is the split's."""
+    from vidseg.evaluation.jobs import build_jobs, run_jobs
+
+    root, results = tmp_path / "DAVIS", tmp_path / "results"
+    names, lengths = ("short", "long", "middle", "tiny"), (3, 9, 5, 3)
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(names) + "\n")
+    for seq, length in zip(names, lengths):
+        for t in range(length):
+            write_mask(root / "Annotations" / "480p" / seq / f"{t:05d}.png", gt_frame(t))
+            write_mask(results / seq / f"{t:05d}.png", pred_frame(t + len(seq)))
+    jobs = build_jobs(root, results)
+    serial = run_jobs(jobs, 1)
+    parallel = run_jobs(jobs, 3)
+    assert [s.name for s in parallel] == list(names)
+    for a, b in zip(serial, parallel):
+        assert [(o.name, o.J.tolist(), o.F.tolist()) for o in a.objects] == [
+            (o.name, o.J.tolist(), o.F.tolist()) for o in b.objects]
+
+
 def test_cli_first_frame_matching(davis, tmp_path, capsys):
     import pickle
 

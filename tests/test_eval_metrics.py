@@ -12,8 +12,8 @@ from vidseg.evaluation.metrics import (
     Boundary,
     boundary_radius,
     decay_bin_edges,
-    dilate_disk,
     disk,
+    disk_rectangles,
     f_from_boundaries,
     f_measure,
     jaccard,
@@ -85,11 +85,12 @@ def test_disk_is_skimage_disk_not_opencv_ellipse():
     assert boundary_radius((480, 854), bound_th=3) == 3
 
 
-def test_rectangle_decomposition_equals_disk_dilation():
-    rng = np.random.default_rng(0)
-    for r in range(1, 21):
-        image = (rng.random((50, 61)) < 0.01).astype(np.uint8)
-        np.testing.assert_array_equal(dilate_disk(image, r), cv2.dilate(image, disk(r)))
+def test_disk_is_the_union_of_its_rectangles():
+    for r in range(21):
+        union = np.zeros((2 * r + 1, 2 * r + 1), dtype=np.uint8)
+        for half_h, half_w in disk_rectangles(r):
+            union[r - half_h : r + half_h + 1, r - half_w : r + half_w + 1] = 1
+        np.testing.assert_array_equal(union, disk(r))
 
 
 def reference_f(gt, pred, void=None, bound_th=0.008):
@@ -167,6 +168,28 @@ def test_score_frame_diagonal_and_all_pairs_agree_with_single_pair_measures():
             assert full.J[p - 1, k - 1] == jaccard(gt == k, pred == p, void)
             assert full.F[p - 1, k - 1] == f_measure(gt == k, pred == p, void)
     np.testing.assert_array_equal(diag.gt_area, [(gt == k).sum() for k in (1, 2, 3)])
+
+
+def test_score_frame_on_objects_inside_and_at_the_edges_equals_the_full_frame_reference():
+    """Objects that touch the frame's edges (the last-row / last-column boundary rules) and void pixels."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(8, 60, 2))
+        gt = np.zeros((h, w), dtype=np.uint8)
+        pred = np.zeros((h, w), dtype=np.uint8)
+        for ids_map in (gt, pred):
+            for k in (1, 2):
+                y0, y1 = sorted(int(v) for v in rng.integers(0, h + 1, 2))
+                x0, x1 = sorted(int(v) for v in rng.integers(0, w + 1, 2))
+                ids_map[y0:y1, x0:x1] = k
+        if rng.random() < 0.3:
+            gt[rng.random((h, w)) < 0.05] = 255
+        bound_th = float(rng.choice([0.008, 0.2, 3.0]))
+        scores = score_frame(gt, pred, [1, 2], [1, 2], bound_th=bound_th)
+        void = gt == 255
+        for k in (1, 2):
+            assert scores.F[k - 1] == reference_f(gt == k, pred == k, void, bound_th)
+            assert scores.J[k - 1] == jaccard(gt == k, pred == k, void)
 
 
 def test_void_background_mode_counts_void_as_background():

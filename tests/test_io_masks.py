@@ -4,7 +4,7 @@ from PIL import Image
 
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_path
-from vidseg.io.masks import DAVIS_PALETTE, colorize, object_ids, read_mask, write_mask
+from vidseg.io.masks import DAVIS_PALETTE, _plain_palette_png, colorize, object_ids, read_mask, write_mask
 
 
 def test_palette_matches_davis():
@@ -27,6 +27,46 @@ def test_indexed_round_trip_keeps_ids_and_void(tmp_path):
         assert image.getpalette()[3:6] == [128, 0, 0]
     np.testing.assert_array_equal(read_mask(path), mask)
     assert object_ids(mask) == [1, 254]
+
+
+def palette_png(ids: np.ndarray, filters: list[int], interlace: int = 0) -> bytes:
+    """An 8-bit palette PNG with the given filter byte per row (Sub, 1, stores left differences)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = b""
+    for row, kind in zip(ids, filters):
+        line = row.astype(np.int16)
+        if kind == 1:
+            line = np.diff(line, prepend=0) % 256
+        rows += bytes([kind]) + line.astype(np.uint8).tobytes()
+    height, width = ids.shape
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, interlace)
+    palette = DAVIS_PALETTE.tobytes()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", palette)
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_unfiltered_and_filtered_palette_pngs_read_alike(tmp_path):
+    """Plain palette PNGs are decoded directly; filtered rows go through PIL; both give the ids."""
+    ids = np.random.default_rng(0).integers(0, 6, (5, 7)).astype(np.uint8)
+    for name, filters in (("plain", [0] * 5), ("sub", [0, 1, 0, 1, 1])):
+        (tmp_path / f"{name}.png").write_bytes(palette_png(ids, filters))
+        np.testing.assert_array_equal(read_mask(tmp_path / f"{name}.png"), ids)
+        with Image.open(tmp_path / f"{name}.png") as image:
+            np.testing.assert_array_equal(np.array(image), ids)
+    assert _plain_palette_png((tmp_path / "plain.png").read_bytes()) is not None
+    assert _plain_palette_png((tmp_path / "sub.png").read_bytes()) is None
+    assert _plain_palette_png(palette_png(ids, [0] * 5, interlace=1)) is None
+    read = read_mask(tmp_path / "plain.png")
+    read[0, 0] = 9  # a writable array of its own
+    damaged = palette_png(ids, [0] * 5)
+    (tmp_path / "cut.png").write_bytes(damaged[:-30])
+    with pytest.raises(VidsegError, match="cut.png: cannot read mask image"):
+        read_mask(tmp_path / "cut.png")
 
 
 def test_grayscale_binary_and_id_masks(tmp_path):

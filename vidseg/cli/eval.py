@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     parser.add_argument("--resolution", default=None,
                         help="DAVIS resolution folder (480p, Full-Resolution, ...; default: 480p, or the only one)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="worker processes, sequences in parallel (default: one per core; 1: no workers)")
+                        help="processes scoring sequences in parallel: this one and N-1 workers (default: one per "
+                        "core; 1: no workers)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where to write CSV/JSON/plots (default: --results)")
     parser.add_argument("--plots", action="store_true",
                         help="also draw plots-<set>/*.png (J&F per sequence, J over time, length and occlusion "

@@ -268,11 +268,18 @@ def _spare_core() -> bool:
     return usable >= 2 and load <= usable - 1
 
 
+def _job_cost(job: SequenceJob) -> int:
+    """Frames to score times objects (at least one): the order in which jobs are handed out."""
+    return len(job.needed_positions()) * max(len(job.objects or ()), 1)
+
+
 def run_jobs(jobs: list[SequenceJob], n_jobs: int = 1, progress: bool | None = None) -> list[SequenceResult]:
-    """Score the jobs, in order, in this process (``n_jobs <= 1``) or in a process pool.
+    """Score the jobs in this process (``n_jobs <= 1``) or in this process and ``n_jobs - 1`` workers.
 
     In a single process the PNG files are read one to three frames ahead in a thread (decoding
-    releases the GIL) when a second core looks idle; worker processes never do.
+    releases the GIL) when a second core looks idle. With workers, the longest sequences go first;
+    this process scores too, taking from the end of the queue the jobs no worker has started, so it
+    works while the workers start. Results come back in the order of ``jobs``.
     """
     from dataclasses import replace
 
@@ -296,14 +303,20 @@ def run_jobs(jobs: list[SequenceJob], n_jobs: int = 1, progress: bool | None = N
     context = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":  # workers fork from a server that imported the scorer once
         context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=context, initializer=_init_worker)
+    order = sorted(range(len(jobs)), key=lambda i: -_job_cost(jobs[i]))
+    pool = ProcessPoolExecutor(max_workers=n_jobs - 1, mp_context=context, initializer=_init_worker)
+    out: list[SequenceResult | None] = [None] * len(jobs)
     try:
-        futures = [pool.submit(run_job, job) for job in jobs]
-        out = []
+        futures = {i: pool.submit(run_job, jobs[i]) for i in order}
         with tqdm(**bar_args) as bar:
-            for future in futures:
-                out.append(future.result())
-                bar.update(1)
+            for i in reversed(order):  # the shortest jobs, while no worker has taken them
+                if futures[i].cancel():
+                    out[i] = run_job(jobs[i])
+                    bar.update(1)
+            for i in order:
+                if out[i] is None:
+                    out[i] = futures[i].result()
+                    bar.update(1)
     except BrokenProcessPool as exc:
         pool.shutdown(wait=False, cancel_futures=True)
         raise VidsegError("the evaluation worker processes stopped before finishing", fix="a script that calls "

@@ -22,13 +22,13 @@ follows the stated rule, ``void="background"`` the released behaviour; the two a
 ground truth has no void pixel (true of the DAVIS 2017 annotations in the conformance set).
 
 Speed (identical numbers): a mask's boundary is computed only inside its bounding box (plus the
-one-pixel margin that ``seg2bmap`` reaches); a boundary is dilated lazily, only over the region
-where the other mask's boundary lies (grown by the radius, clipped to the frame), and the disk
-dilation is done as a union of a few rectangle dilations, which OpenCV performs separably. Pixels
-outside these crops hold no boundary and ``cv2.dilate`` pads with a value that never wins a
-maximum, so the crops give exactly the full-frame result. Each mask's boundary is computed once
-per frame (:class:`Boundary`), so scoring many proposal x object pairs (unsupervised protocol)
-costs two overlap counts per pair. Nothing is ever stacked over frames or objects.
+one-pixel margin that ``seg2bmap`` reaches). No dilation is computed: the disk is a union of a few
+rectangles (:func:`disk_rectangles`), so a boundary pixel lies in the other boundary's dilation when one of
+those rectangles centred on it holds one of the other's pixels, which a summed-area table of the other
+boundary answers with four look-ups; the largest rectangle settles most pixels and the others are looked
+up only for the rest. Each mask's boundary and table are computed once per frame (:class:`Boundary`), so
+scoring many proposal x object pairs (unsupervised protocol) costs two overlap counts per pair. Nothing is
+ever stacked over frames or objects.
 """
 
 from __future__ import annotations
@@ -83,35 +83,25 @@ def disk(radius: int) -> np.ndarray:
     return kernel
 
 
-_DISK_RECTS: dict[int, list[np.ndarray]] = {}
+_DISK_RECTS: dict[int, np.ndarray] = {}
 
 
-def _disk_rectangles(radius: int) -> list[np.ndarray]:
-    """Rectangular kernels whose union is :func:`disk` of ``radius``.
+def disk_rectangles(radius: int) -> np.ndarray:
+    """``(k, 2)`` int array of rectangle half-sizes ``(half_height, half_width)`` whose union is :func:`disk`,
+    largest area first.
 
     For each distinct half-width ``w`` of the disk's rows, the rectangle of half-width ``w`` and
-    half-height ``max{|dy| : row dy is at least w wide}``. Dilation distributes over a union of
-    kernels, and OpenCV dilates by rectangles separably, so this is about twice as fast as one
-    dilation by the disk, with the identical result.
+    half-height ``max{|dy| : row dy is at least w wide}``.
     """
+    radius = int(radius)
     rects = _DISK_RECTS.get(radius)
     if rects is None:
         widths = [math.isqrt(radius * radius - dy * dy) for dy in range(radius + 1)]
-        rects = []
-        for w in sorted(set(widths), reverse=True):
-            half_height = max(dy for dy in range(radius + 1) if widths[dy] >= w)
-            rects.append(cv2.getStructuringElement(cv2.MORPH_RECT, (2 * w + 1, 2 * half_height + 1)))
+        halves = [(max(dy for dy in range(radius + 1) if widths[dy] >= w), w) for w in set(widths)]
+        halves.sort(key=lambda hw: (-(2 * hw[0] + 1) * (2 * hw[1] + 1), hw))
+        rects = np.array(halves, dtype=np.int64)
         _DISK_RECTS[radius] = rects
     return rects
-
-
-def dilate_disk(image: np.ndarray, radius: int) -> np.ndarray:
-    """``cv2.dilate(image, disk(radius))`` (uint8), computed as a union of rectangle dilations."""
-    rects = _disk_rectangles(int(radius))
-    out = cv2.dilate(image, rects[0])
-    for kernel in rects[1:]:
-        cv2.max(out, cv2.dilate(image, kernel), dst=out)
-    return out
 
 
 def seg2bmap(mask: np.ndarray) -> np.ndarray:
@@ -144,31 +134,33 @@ def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return y, x, y + h, x + w
 
 
+def _corner_offsets(radius: int, stride: int) -> np.ndarray:
+    """``(k, 4)`` flat offsets, in a summed-area table of row length ``stride``, of the corners (signs +, -, -, +)
+    of each :func:`disk_rectangles` rectangle centred on a pixel's entry."""
+    half_h, half_w = disk_rectangles(radius).T
+    rows = np.stack([half_h + 1, -half_h, half_h + 1, -half_h], axis=1)
+    cols = np.stack([half_w + 1, half_w + 1, -half_w, -half_w], axis=1)
+    return rows * stride + cols
+
+
 class Boundary:
-    """Boundary map of one binary mask and its dilation, stored as crops with their offsets.
+    """Boundary map of one binary mask, stored as a crop with its offset.
 
     ``count`` is the number of boundary pixels; ``bmap`` (bool) is the boundary's tight bounding
-    box at ``(by, bx)``; ``dilated`` (uint8 0/1, computed on first use) covers that box grown by the
-    radius and clipped to the frame, at ``(dy, dx)``. An empty boundary has ``count == 0``.
+    box at ``(by, bx)``. An empty boundary has ``count == 0``. The pixel coordinates and a summed-area
+    table of the map (for :meth:`matched`) are computed on first use and kept.
     """
 
-    __slots__ = ("_dilated", "bmap", "bx", "by", "count", "dx", "dy", "ex", "ey", "frame", "radius")
+    __slots__ = ("_points", "_table", "bmap", "bx", "by", "count", "radius")
 
-    def __init__(self, count: int = 0, bmap: np.ndarray | None = None, by: int = 0, bx: int = 0,
-                 radius: int = 0, frame: tuple[int, int] = (0, 0)):
-        self.count, self.bmap, self.by, self.bx, self.radius, self.frame = count, bmap, by, bx, radius, frame
-        self._dilated = None
-        if bmap is not None:
-            height, width = frame
-            self.dy, self.dx = max(by - radius, 0), max(bx - radius, 0)
-            self.ey = min(by + bmap.shape[0] + radius, height)
-            self.ex = min(bx + bmap.shape[1] + radius, width)
-        else:
-            self.dy = self.dx = self.ey = self.ex = 0
+    def __init__(self, count: int = 0, bmap: np.ndarray | None = None, by: int = 0, bx: int = 0, radius: int = 0):
+        self.count, self.bmap, self.by, self.bx, self.radius = count, bmap, by, bx, radius
+        self._points = None
+        self._table = None
 
     @classmethod
     def of(cls, mask: np.ndarray, radius: int, box: tuple[int, int, int, int] | None = None) -> Boundary:
-        """Boundary of a 2-D bool mask (the full frame); its dilation uses :func:`disk` of ``radius``.
+        """Boundary of a 2-D bool mask (the full frame); matching uses :func:`disk` of ``radius``.
 
         ``box`` may give the mask's bounding box when the caller already has it.
         """
@@ -202,7 +194,7 @@ class Boundary:
             return cls(0)
         ty0, tx0, ty1, tx1 = tight
         bmap = bmap[ty0:ty1, tx0:tx1]
-        return cls(int(np.count_nonzero(bmap)), bmap, ya + ty0, xa + tx0, radius, (height, width))
+        return cls(int(np.count_nonzero(bmap)), bmap, ya + ty0, xa + tx0, radius)
 
     @property
     def rect(self) -> tuple[int, int, int, int]:
@@ -211,71 +203,59 @@ class Boundary:
             return (0, 0, 0, 0)
         return (self.by, self.bx, self.by + self.bmap.shape[0], self.bx + self.bmap.shape[1])
 
-    def dilation(self, window: tuple[int, int, int, int]) -> tuple[np.ndarray, int, int] | None:
-        """The dilated boundary (uint8 0/1) over ``window`` ∩ its support, with its offset, or None.
+    def points(self) -> np.ndarray:
+        """Flat indices of the boundary pixels in the map (row-major in ``bmap``)."""
+        if self._points is None:
+            self._points = np.flatnonzero(self.bmap)
+        return self._points
 
-        Only the pixels in the window are computed (from the boundary pixels within the radius of
-        it); the last result is cached and reused for any window inside it.
-        """
-        if self.bmap is None:
-            return None
-        y0, x0 = max(window[0], self.dy), max(window[1], self.dx)
-        y1, x1 = min(window[2], self.ey), min(window[3], self.ex)
-        if y0 >= y1 or x0 >= x1:
-            return None
-        cached = self._dilated
-        if cached is not None:
-            array, cy, cx = cached
-            if cy <= y0 and cx <= x0 and y1 <= cy + array.shape[0] and x1 <= cx + array.shape[1]:
-                return array, cy, cx
-        r = self.radius
-        # source: the boundary inside the window grown by the radius
-        sy0, sx0 = max(y0 - r, self.by), max(x0 - r, self.bx)
-        sy1, sx1 = min(y1 + r, self.by + self.bmap.shape[0]), min(x1 + r, self.bx + self.bmap.shape[1])
-        canvas = np.zeros((y1 - y0 + 2 * r, x1 - x0 + 2 * r), dtype=np.uint8)
-        if sy0 < sy1 and sx0 < sx1:
-            canvas[sy0 - y0 + r : sy1 - y0 + r, sx0 - x0 + r : sx1 - x0 + r] = self.bmap[
-                sy0 - self.by : sy1 - self.by, sx0 - self.bx : sx1 - self.bx
-            ]
-        array = dilate_disk(canvas, r)[r:-r or None, r:-r or None] if r else canvas
-        self._dilated = (array, y0, x0)
-        return self._dilated
+    def _corner_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat summed-area table of the map padded by ``2 * radius``, and the flat offsets of the four
+        corners (signs +, -, -, +) of each disk rectangle, largest first, from a pixel's table entry."""
+        if self._table is None:
+            pad = 2 * self.radius
+            canvas = cv2.copyMakeBorder(self.bmap.view(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+            table = cv2.integral(canvas, sdepth=cv2.CV_32S)
+            self._table = (table.ravel(), _corner_offsets(self.radius, table.shape[1]))
+        return self._table
 
-    def matched(self, other: Boundary, window: tuple[int, int, int, int] | None = None) -> int:
-        """Number of this boundary's pixels that lie inside ``other``'s dilated boundary.
+    def matched(self, other: Boundary) -> int:
+        """Number of this boundary's pixels within the disk of ``other``'s radius of one of ``other``'s pixels
+        (i.e. inside ``other``'s dilated boundary).
 
-        ``window`` (containing this boundary's box) is the region over which ``other``'s dilation is
-        computed and cached; by default this boundary's box.
+        Each pixel counts ``other``'s pixels in the rectangles of the disk's decomposition
+        (:func:`disk_rectangles`) from a summed-area table, four look-ups per rectangle: first the
+        largest rectangle for every pixel, then the others for the pixels it did not settle.
         """
         if self.count == 0 or other.count == 0:
             return 0
-        a = self.bmap
-        y0, x0 = max(self.by, other.dy), max(self.bx, other.dx)
-        y1, x1 = min(self.by + a.shape[0], other.ey), min(self.bx + a.shape[1], other.ex)
-        if y0 >= y1 or x0 >= x1:
-            return 0
-        found = other.dilation(window if window is not None else (y0, x0, y1, x1))
-        if found is None:
-            return 0
-        d, dy, dx = found
-        sub_a = a[y0 - self.by : y1 - self.by, x0 - self.bx : x1 - self.bx]
-        sub_d = d[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
-        return int(np.count_nonzero(sub_a & sub_d.view(bool)))
+        r = other.radius
+        oy0, ox0, oy1, ox1 = other.rect
+        width = self.bmap.shape[1]
+        flat = self.points()
+        ys, xs = flat // width + self.by, flat % width + self.bx
+        y0, x0, y1, x1 = self.rect
+        if not (oy0 - r <= y0 and y1 <= oy1 + r and ox0 - r <= x0 and x1 <= ox1 + r):
+            near = (ys >= oy0 - r) & (ys < oy1 + r) & (xs >= ox0 - r) & (xs < ox1 + r)
+            ys, xs = ys[near], xs[near]
+            if ys.size == 0:
+                return 0
+        table, corners = other._corner_table()
+        stride = ox1 - ox0 + 4 * r + 1
+        entry = (ys - (oy0 - 2 * r)) * stride + (xs - (ox0 - 2 * r))
+        v = table[entry[:, None] + corners[0]]
+        settled = (v[:, 0] - v[:, 1] - v[:, 2] + v[:, 3]) > 0
+        hits = int(np.count_nonzero(settled))
+        rest = entry[~settled]
+        if rest.size and len(corners) > 1:
+            v = table[rest[:, None] + corners[1:].ravel()].reshape(rest.size, -1, 4)
+            inside = v[..., 0] - v[..., 1] - v[..., 2] + v[..., 3]
+            hits += int(np.count_nonzero(inside.any(axis=1)))
+        return hits
 
 
-def _union_rect(rects: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
-    rects = [r for r in rects if r[0] < r[2] and r[1] < r[3]]
-    if not rects:
-        return None
-    return (min(r[0] for r in rects), min(r[1] for r in rects), max(r[2] for r in rects), max(r[3] for r in rects))
-
-
-def f_from_boundaries(pred: Boundary, gt: Boundary, pred_window=None, gt_window=None) -> float:
-    """Boundary F-measure of a predicted against a ground-truth :class:`Boundary` (toolkit special cases).
-
-    ``pred_window`` / ``gt_window``: regions over which to compute (and cache) the GT's / the
-    prediction's dilation (see :meth:`Boundary.matched`); they only affect speed.
-    """
+def f_from_boundaries(pred: Boundary, gt: Boundary) -> float:
+    """Boundary F-measure of a predicted against a ground-truth :class:`Boundary` (toolkit special cases)."""
     n_fg, n_gt = pred.count, gt.count
     if n_fg == 0 and n_gt > 0:
         precision, recall = 1.0, 0.0
@@ -284,8 +264,8 @@ def f_from_boundaries(pred: Boundary, gt: Boundary, pred_window=None, gt_window=
     elif n_fg == 0 and n_gt == 0:
         precision, recall = 1.0, 1.0
     else:
-        precision = pred.matched(gt, pred_window) / float(n_fg)
-        recall = gt.matched(pred, gt_window) / float(n_gt)
+        precision = pred.matched(gt) / float(n_fg)
+        recall = gt.matched(pred) / float(n_gt)
     if precision + recall == 0:
         return 0.0
     return 2 * precision * recall / (precision + recall)
@@ -452,7 +432,6 @@ def score_frame(
     gt_boxes = [_bounding_box(m) for m in gt_masks]
     gt_area = np.array([_count(m, b) for m, b in zip(gt_masks, gt_boxes)], dtype=np.int64)
     gt_bounds = [Boundary.of(m, radius, b) if b is not None else Boundary(0) for m, b in zip(gt_masks, gt_boxes)]
-    gt_window = _union_rect([b.rect for b in gt_bounds])
     top = int(pred.max(initial=0))
     masks, boxes, bounds = [], [], []
     for p in pred_ids:
@@ -468,7 +447,6 @@ def score_frame(
         masks.append(pm)
         boxes.append(pbox)
         bounds.append(Boundary.of(pm, radius, pbox) if pbox is not None else Boundary(0))
-    pred_window = _union_rect([b.rect for b in bounds])
     j = np.empty((n_p, n_g))
     f = np.empty((n_p, n_g))
     for i, (pm, pbox, pb) in enumerate(zip(masks, boxes, bounds)):
@@ -480,7 +458,7 @@ def score_frame(
         for k in range(n_g):
             a = _overlap_count(gt_masks[k], gt_boxes[k], pm, pbox)
             j[i, k] = j_from_counts(a, int(gt_area[k]) + a_p - a)
-            f[i, k] = f_from_boundaries(pb, gt_bounds[k], pred_window, gt_window)
+            f[i, k] = f_from_boundaries(pb, gt_bounds[k])
     return FrameScores(j, f, gt_area.astype(np.int64))
 
 
