@@ -12,6 +12,9 @@ Variants:
   one batch, the first-frame reference features computed once (``init_state``), ``step`` per frame. The
   network is loaded with ``load_for_inference`` from the optimized state dict (written by a preparation
   process), so the bfloat16 run never holds float32 weights.
+* ``ours-int8`` — ``ours-fp32`` with its large convolutions in int8 (:mod:`vidseg.models.quantize`), calibrated
+  as ``vidseg segment --dtype int8`` does: on the first frame (``init_state`` and one ``step`` onto it). The
+  float32 network is loaded first, so the peak RSS holds both.
 * ``ref-grad`` — the way the official code runs the same network: float32, BatchNorm unfolded, contiguous
   NCHW, each object separately, HS2S's RefEncoder(x0, y0) re-encoded every frame, and a plain forward with
   autograd recording (no ``no_grad``; the recurrent state is detached between frames so the graph does not
@@ -56,7 +59,7 @@ FAST_HS2S: dict[str, Any] = {
     "gc_inner": 128,
 }
 
-VARIANTS = ("ours-fp32", "ours-bf16", "ref-nograd", "ref-grad")
+VARIANTS = ("ours-fp32", "ours-bf16", "ours-int8", "ref-nograd", "ref-grad")
 _DTYPES = {"ours-fp32": torch.float32, "ours-bf16": torch.bfloat16}
 
 
@@ -124,7 +127,18 @@ def run_one(method: str, size: str, objects: int, variant: str, frames: int, thr
     height, width = map(int, size.split("x"))
     video, masks = _inputs(height, width, objects, frames + 2)  # first frame + warm-up + timed frames
     start = time.perf_counter()
-    if variant in _DTYPES:
+    if variant == "ours-int8":
+        from vidseg.models.quantize import calibrate_convs, quantize_convs
+
+        state_dict = torch.load(folder / f"{method}-ours-fp32.pt", weights_only=True)
+        model = load_for_inference(config_for(method), state_dict)
+        del state_dict
+        first = video[0].contiguous(memory_format=torch.channels_last)
+        params = calibrate_convs(model, lambda: model.step(first, masks, model.init_state(first, masks)))
+        model = quantize_convs(model, params)
+        build_s = time.perf_counter() - start
+        times = _run_ours(model, video, masks, torch.float32)
+    elif variant in _DTYPES:
         state_dict = torch.load(folder / f"{method}-{variant}.pt", weights_only=True)
         model = load_for_inference(config_for(method), state_dict, dtype=_DTYPES[variant])
         del state_dict
@@ -188,7 +202,7 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
-            ours = [v for v in args.variants if v in _DTYPES]
+            ours = [v for v in args.variants if v.startswith("ours")]
             if ours:
                 _child(["--prepare", method, tmp, "--threads", str(args.threads)])
             for size in args.sizes:
@@ -211,8 +225,8 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print()
     print("| method | size | objects | " + " | ".join(f"{v} s/frame (peak RSS)" for v in args.variants)
-          + " | ref-grad / ours-fp32 | ref-grad / ours-bf16 | ref-nograd / ours-bf16 |")
-    print("| --- " * (3 + len(args.variants) + 3) + "|")
+          + " | ref-grad / ours-fp32 | ref-grad / ours-bf16 | ref-grad / ours-int8 | ref-nograd / ours-bf16 |")
+    print("| --- " * (3 + len(args.variants) + 4) + "|")
     index = {(r["method"], r["size"], r["objects"], r["variant"]): r for r in results}
     for method in args.methods:
         for size in args.sizes:
@@ -224,6 +238,7 @@ def main() -> None:
                     cells.append(f"{row['s_per_frame']:.3f} ({row['peak_rss_mb']:.0f} MB)" if row else "-")
                 ratios = [_fmt_ratio(speed.get("ref-grad"), speed.get("ours-fp32")),
                           _fmt_ratio(speed.get("ref-grad"), speed.get("ours-bf16")),
+                          _fmt_ratio(speed.get("ref-grad"), speed.get("ours-int8")),
                           _fmt_ratio(speed.get("ref-nograd"), speed.get("ours-bf16"))]
                 print(f"| {method} | {size} | {objects} | " + " | ".join(cells + ratios) + " |")
 

@@ -39,6 +39,7 @@ class MethodSpec:
         zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
         options: the settings its propagator takes from ``vidseg segment`` (``max_side``, ``device``, ...);
             the CLI refuses the others for this method.
+        int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video).
     """
 
     name: str
@@ -51,6 +52,7 @@ class MethodSpec:
     one_shot: bool = True
     zero_shot: bool = False
     options: tuple[str, ...] = ("max_side",)
+    int8: bool = False
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -76,6 +78,7 @@ _RECURRENT = {
     "model": "vidseg.models.s2s:build_model",
     "propagator": "vidseg.inference.recurrent:build_recurrent_propagator",
     "trainer": "vidseg.training.recurrent:RecurrentAdapter",
+    "int8": True,
 }
 
 _BUILTIN = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidseg.constants import DTYPE_CHOICES
+from vidseg.constants import SEGMENT_DTYPE_CHOICES
 from vidseg.machine import THREADS_HELP, parse_threads
 from vidseg.registry import get_method, method_names
 
@@ -48,9 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", metavar="NAME", help=_method_help())
     parser.add_argument("--checkpoint", metavar="PT", help="trained weights for a network method (from `vidseg train`)")
     parser.add_argument("--device", help="torch device for the network methods (cpu, cuda, cuda:1; default cpu)")
-    parser.add_argument("--dtype", choices=DTYPE_CHOICES,
+    parser.add_argument("--dtype", choices=SEGMENT_DTYPE_CHOICES,
                         help="network precision (default auto: bfloat16 where the device runs it natively -- a recent "
-                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32)")
+                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; int8: the S2S family's "
+                             "large convolutions in int8 on the CPU, calibrated on the first frame)")
     parser.add_argument("--max-side", type=int, default=None,
                         help="working resolution's longer side (default: the method's own, for networks the size "
                         "they were trained at)")

@@ -23,6 +23,7 @@ from vidseg.inference.flow import DISFlow, warp_with_flow
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
+from vidseg.models.quantize import QParams, calibrate_convs, quantize_convs
 
 
 @dataclass
@@ -31,7 +32,8 @@ class RecurrentState:
     network: dict[str, Tensor] | None = None  # network state, one row per track
     previous: Tensor | None = None  # (K, 1, h, w) committed probabilities of the last frame
     pending: dict[str, Tensor] | None = None  # state after propagate(), before commit()
-    model: nn.Module | None = field(default=None, repr=False)  # per-video copy when online learning is on
+    model: nn.Module | None = field(default=None, repr=False)  # per-video copy (online learning, int8)
+    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first frame
     previous_frame: np.ndarray | None = None  # (h, w, 3) uint8 last frame, for networks with a flow prior
 
 
@@ -55,8 +57,9 @@ class RecurrentPropagator(Propagator):
         model: a :class:`~vidseg.models.s2s.RecurrentVOS` (e.g. from :func:`~vidseg.models.checkpoint.load_model`).
         device: where to run it.
         max_side: the working resolution's longer side (the training size 256x448 has 448).
-        dtype: ``float32``, ``bfloat16`` (half the memory; fast on CPUs with AVX512-BF16 and on GPUs) or
-            ``float16`` (GPU).
+        dtype: ``float32``, ``bfloat16`` (half the memory; fast on CPUs with AVX512-BF16 and on GPUs),
+            ``float16`` (GPU) or ``int8`` (CPU: the large convolutions in int8, calibrated on each video's
+            first annotated frame; see :mod:`vidseg.models.quantize`).
         optimize: fold BatchNorm and use channels-last (same function, faster).
         online_steps: S2S-OL fine-tuning steps on the first frame's objects (0 = off); each video gets
             its own fine-tuned copy, so the shared network is not changed.
@@ -75,10 +78,13 @@ class RecurrentPropagator(Propagator):
         online_batch: int = 4,
         seed: int = 0,
     ):
-        if dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+        if dtype not in (*DTYPE_NAMES, "int8"):
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
+        if dtype == "int8" and online_steps:
+            raise ValueError("int8 does not combine with online learning (online_steps)")
         self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype)
+        self.int8 = dtype == "int8"
+        self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
         self.optimize = optimize
         self.name = model.cfg.method
         self.max_side = int(max_side)
@@ -131,6 +137,9 @@ class RecurrentPropagator(Propagator):
         with torch.inference_mode():
             x = self._frame_tensor(frame)
             previous = torch.from_numpy(update.probabilities).to(self.device, self.dtype)[:, None]
+            if self.int8 and state.int8 is None and given:
+                state.int8 = self._calibrate(state.model, frame, x, previous[given])
+                state.model = quantize_convs(self.model, state.int8)
             network = _rows_for(state, update.tracks)
             if given:
                 fresh = state.model.init_state(x, previous[given])
@@ -138,14 +147,24 @@ class RecurrentPropagator(Propagator):
             state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
             state.previous_frame = np.array(frame) if self.flow is not None else None
 
+    def _calibrate(self, model: nn.Module, frame: np.ndarray, x: Tensor, masks: Tensor) -> QParams:
+        """int8 parameters observed while the float network starts on the annotated frame and steps onto it."""
+        def run() -> None:
+            start = model.init_state(x, masks)
+            prior = masks if self.flow is not None else None  # the frame itself: the warp is the identity
+            model.step(x, masks, start, prior)
+
+        return calibrate_convs(model, run)
+
     def state_dict(self, state: RecurrentState) -> dict[str, Any]:
-        tuned = state.model is not None and state.model is not self.model
+        tuned = state.model is not None and state.model is not self.model and state.int8 is None
         return {
             "tracks": list(state.tracks),
             "network": dict(state.network or {}),
             "previous": state.previous,
             "previous_frame": state.previous_frame,
             "model": state.model.state_dict() if tuned else None,  # the per-video fine-tuned copy (S2S-OL)
+            "int8": state.int8,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> RecurrentState:
@@ -162,6 +181,13 @@ class RecurrentPropagator(Propagator):
             state.model.load_state_dict(saved["model"])
         elif self.model is None:
             raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
+        if saved.get("int8") is not None:
+            if not self.int8:
+                raise ValueError("the saved state ran in int8; resume with --dtype int8")
+            state.int8 = {name: tuple(values) for name, values in saved["int8"].items()}
+            state.model = quantize_convs(self.model, state.int8)
+        elif self.int8 and state.tracks:
+            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
         return state
 
 
