@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from eval_trained import precision
 
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.session import InferenceSession
 from vidseg.io.masks import read_mask
 from vidseg.machine import format_machine_info, set_threads
 from vidseg.models.checkpoint import read_checkpoint
-from vidseg.registry import get_method
 
 
 def load_clip(root: Path, sequence: str, frames: int, size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -47,11 +47,6 @@ def frames_per_second(propagator, clip: list[np.ndarray], mask: np.ndarray, warm
     for frame in clip[1 + warmup :]:
         session.step(frame)
     return (len(clip) - 1 - warmup) / (time.perf_counter() - start)
-
-
-def precision(method: str, dtype: str) -> dict[str, str]:
-    """``dtype`` as a build option, for the methods that take one."""
-    return {"dtype": dtype} if "dtype" in get_method(method).options else {}
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from eval_trained import score, with_model_options
+from eval_trained import precision, score, with_model_options
 
 from vidseg.config.schema import SourceConfig
 from vidseg.data.davis import DavisIndex
@@ -31,7 +31,6 @@ from vidseg.inference.methods import build_propagator
 from vidseg.inference.session import Propagator
 from vidseg.machine import format_machine_info
 from vidseg.models.checkpoint import export_weights, read_checkpoint
-from vidseg.registry import get_method
 from vidseg.training.data import build_index
 from vidseg.weights import heldout_table
 
@@ -43,8 +42,8 @@ LICENCE = ("DAVIS-2016 frames and masks: CC BY-NC 4.0 (non-commercial; see davis
 
 def build_network(checkpoint: Path, max_side: int | None) -> Propagator:
     """The checkpoint's method in float32 (where it has a precision option) at ``max_side`` (None: its own)."""
-    precision = {"dtype": "float32"} if "dtype" in get_method(read_checkpoint(checkpoint)["method"]).options else {}
-    return build_propagator(checkpoint=str(checkpoint), max_side=max_side, **precision)
+    method = read_checkpoint(checkpoint)["method"]
+    return build_propagator(checkpoint=str(checkpoint), max_side=max_side, **precision(method, "float32"))
 
 
 def heldout_scores(network: Propagator, index: DavisIndex, root: Path, year: str, match: dict | None = None) -> dict:

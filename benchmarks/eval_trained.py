@@ -30,6 +30,7 @@ from vidseg.inference.methods import build_propagator
 from vidseg.inference.runner import segment_video
 from vidseg.machine import format_machine_info
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
+from vidseg.registry import get_method
 
 
 def val_sequences(config: Path) -> list[str]:
@@ -79,6 +80,11 @@ def score(name, propagator, index: DavisIndex, args, tmp: Path, zero_shot: bool 
 
 def fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def precision(method: str, dtype: str | None) -> dict[str, str | None]:
+    """``dtype`` as a build option, for the methods that take one (a method without it refuses the option)."""
+    return {"dtype": dtype} if "dtype" in get_method(method).options else {}
 
 
 def with_model_options(checkpoint: Path, options: list[str], folder: Path) -> Path:

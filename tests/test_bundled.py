@@ -25,8 +25,6 @@ from vidseg.models.checkpoint import (
     save_checkpoint,
 )
 
-BUNDLED = weights.WEIGHTS_DIR / "s2s++_cpu.pt"
-
 
 @pytest.fixture
 def weights_dir(tmp_path, monkeypatch):
@@ -49,13 +47,20 @@ def write_bundle(folder, jf: float, flow_jf: float, name="s2s++"):
     return export_weights(folder / "raw.pt", folder / "s2s++_cpu.pt", meta=card)
 
 
-def test_the_bundled_model_is_small_documented_and_runs():
-    assert BUNDLED.is_file() and BUNDLED.stat().st_size <= 20 * 1024 * 1024
-    content = read_checkpoint(BUNDLED)
-    assert content["model_config"]["method"] == "s2s++"
+def read_shipped(file_name: str):
+    """A weights file shipped in the package: at most 20 MB, float16 tensors. Returns its path and content."""
+    path = weights.WEIGHTS_DIR / file_name
+    assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
+    content = read_checkpoint(path)
     assert {t.dtype for t in content["model"].values() if t.is_floating_point()} == {torch.float16}
+    return path, content
+
+
+def test_the_bundled_model_is_small_documented_and_runs():
+    path, content = read_shipped("s2s++_cpu.pt")
+    assert content["model_config"]["method"] == "s2s++"
     card = weights.bundled_card("s2s++")
-    assert card == json.loads(BUNDLED.with_suffix(".json").read_text())
+    assert card == json.loads(path.with_suffix(".json").read_text())
     assert "CC BY-NC 4.0" in card["licence"] and card["command"].startswith("VIDSEG_SHARED=")
     for key in ("heldout", "heldout_synthetic"):
         assert 0 < card[key]["J&F"] < 1 and 0 < card[key]["flow J&F"] < 1
@@ -69,11 +74,8 @@ def test_the_bundled_model_is_small_documented_and_runs():
 
 
 def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
-    path = weights.WEIGHTS_DIR / "match_refine_cpu.pt"
-    assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
-    content = read_checkpoint(path)
+    path, content = read_shipped("match_refine_cpu.pt")
     assert content["model_config"]["method"] == "match_refine"
-    assert {t.dtype for t in content["model"].values() if t.is_floating_point()} == {torch.float16}
     card = weights.bundled_card("match_refine")
     assert card == json.loads(path.with_suffix(".json").read_text())
     for key in ("heldout", "heldout_synthetic"):  # the issue's bar: a learned model above match and flow on both
@@ -89,11 +91,8 @@ def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
 
 
 def test_the_bundled_zero_shot_rvos_is_small_documented_and_discovers_objects(tmp_path, square_clip, capsys):
-    path = weights.WEIGHTS_DIR / "rvos_cpu.pt"
-    assert path.is_file() and path.stat().st_size <= 20 * 1024 * 1024
-    content = read_checkpoint(path)
+    _, content = read_shipped("rvos_cpu.pt")
     assert content["model_config"]["mode"] == "zero-shot"
-    assert {t.dtype for t in content["model"].values() if t.is_floating_point()} == {torch.float16}
     card = weights.bundled_card("rvos")
     assert card["mode"] == "zero-shot" and "CC BY-NC 4.0" in card["licence"]
     for key in ("heldout", "heldout_composite"):

@@ -115,6 +115,11 @@ THREADS_HELP = ("torch and OpenCV threads: a count, or auto = the cores other pr
                 "the start (oversubscribed cores slow every thread down: 8x measured on 2 cores)")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def parse_threads(value: str) -> int | str:
     """``--threads`` as argparse reads it (an argparse ``type``): a count or ``auto``."""
     import argparse
@@ -150,7 +155,7 @@ def auto_threads(cores: int | None = None, busy: float | None = None) -> tuple[i
     """The threads worth running: the usable cores minus those other processes keep busy (:func:`busy_cores`,
     rounded), at least one. Returns (count, why)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     if busy is None:
         busy = busy_cores()
     count = max(1, min(cores, cores - int(busy + 0.5)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -76,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
         format_sequence_table,
         write_report,
     )
+    from vidseg.machine import usable_cores
 
     if args.jobs is None:
-        args.jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        args.jobs = usable_cores()
     if args.jobs < 1:
         raise VidsegError(f"--jobs must be at least 1, got {args.jobs}")
     if args.matching != "sequence" and args.task != "unsupervised":

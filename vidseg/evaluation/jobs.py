@@ -31,6 +31,7 @@ from vidseg.evaluation.scoring import (
 )
 from vidseg.io.files import natural_key
 from vidseg.io.masks import read_mask
+from vidseg.machine import usable_cores
 
 DATASETS = ("davis", "youtube-vos")
 PREFETCH = 3  # frames read ahead of the scorer, per sequence
@@ -257,10 +258,7 @@ def _init_worker() -> None:
 
 def _spare_core() -> bool:
     """Whether a second CPU core looks idle (more usable cores than the 1-minute load average)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):

@@ -57,13 +57,14 @@ def build_propagator(
         from vidseg.machine import resolve_dtype
 
         options["dtype"], _ = resolve_dtype(options.get("dtype"), options.get("device", "cpu"))
+    on_cpu = str(options.get("device", "cpu")).startswith("cpu")
     if options.get("dtype") == "int8":
         if not spec.int8:
             int8 = ", ".join(name for name in method_names() if get_method(name).int8)
             raise VidsegError(f"--dtype int8 does not apply to {spec.name}", fix=f"use it with {int8}, or drop it")
-        if not str(options.get("device", "cpu")).startswith("cpu"):
+        if not on_cpu:
             raise VidsegError("--dtype int8 runs on the CPU only", fix="drop --device or use --dtype bfloat16 on a GPU")
-    if options.get("dtype") == "bfloat16" and str(options.get("device", "cpu")).startswith("cpu"):
+    if options.get("dtype") == "bfloat16" and on_cpu:
         _warn_if_emulated_bf16()
     builder = spec.load("propagator")
     return builder(content, source, **options) if spec.needs_checkpoint else builder(**options)

@@ -138,7 +138,7 @@ class RecurrentPropagator(Propagator):
             x = self._frame_tensor(frame)
             previous = torch.from_numpy(update.probabilities).to(self.device, self.dtype)[:, None]
             if self.int8 and state.int8 is None and given:
-                state.int8 = self._calibrate(state.model, frame, x, previous[given])
+                state.int8 = self._calibrate(state.model, x, previous[given])
                 state.model = quantize_convs(self.model, state.int8)
             network = _rows_for(state, update.tracks)
             if given:
@@ -147,7 +147,7 @@ class RecurrentPropagator(Propagator):
             state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
             state.previous_frame = np.array(frame) if self.flow is not None else None
 
-    def _calibrate(self, model: nn.Module, frame: np.ndarray, x: Tensor, masks: Tensor) -> QParams:
+    def _calibrate(self, model: nn.Module, x: Tensor, masks: Tensor) -> QParams:
         """int8 parameters observed while the float network starts on the annotated frame and steps onto it."""
         def run() -> None:
             start = model.init_state(x, masks)

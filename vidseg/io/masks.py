@@ -14,6 +14,7 @@ coloured with the DAVIS/PASCAL palette. Other encodings are accepted on reading:
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -110,15 +111,16 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask PNG as an (H, W) uint8 id map (see the module docstring for accepted encodings)."""
     path = Path(path)
     try:
-        ids = _plain_palette_png(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise VidsegError("mask file not found", path) from None
-    except (IsADirectoryError, PermissionError) as exc:
+    except OSError as exc:
         raise VidsegError(f"cannot read mask image ({exc.__class__.__name__})", path, "give a valid PNG file") from None
+    ids = _plain_palette_png(data)
     if ids is not None:
         return ids
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             image.load()
             mode = image.mode
             if mode == "P":
@@ -135,8 +137,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
                 ids = colour_to_ids(rgba[..., :3], path)
                 ids[rgba[..., 3] == 0] = 0
                 return ids
-    except FileNotFoundError:
-        raise VidsegError("mask file not found", path) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise VidsegError(f"cannot read mask image ({exc.__class__.__name__})", path, "give a valid PNG file") from None
     raise VidsegError(f"unsupported mask image mode {mode!r}", path, "save it as an indexed PNG")

@@ -3,9 +3,10 @@ the masks from its labels.
 
 Per clip, frame 0's ground truth is the memory's anchor; for t = 1..T-1 the frozen features of frame t are matched
 against the memory, the refiner predicts every object's mask, and the decisions of the aggregated prediction (as
-the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame. Gradients reach the refiner only: the matching
-is frozen and its labels are not differentiated. Loss per (frame, object): ``(1 - w) BCE + w (1 - soft IoU)``
-with ``w = train.loss.iou_weight``, void pixels left out, averaged over the labelled frames.
+the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame.
+Gradients reach the refiner only: the matching is frozen and its labels are not differentiated. Loss per
+(frame, object): ``(1 - w) BCE + w (1 - soft IoU)`` with ``w = train.loss.iou_weight``, void pixels left out,
+averaged over the labelled frames.
 """
 
 from __future__ import annotations
