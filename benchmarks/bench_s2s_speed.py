@@ -15,6 +15,8 @@ Variants:
 * ``ours-int8`` — ``ours-fp32`` with its large convolutions in int8 (:mod:`vidseg.models.quantize`), calibrated
   as ``vidseg segment --dtype int8`` does: on the first frame (``init_state`` and one ``step`` onto it). The
   float32 network is loaded first, so the peak RSS holds both.
+* ``ours-int8-export`` — the int8 network as ``vidseg export --dtype int8`` writes it (calibrated once, here on the
+  first frame at 256x448 with one object), loaded with ``load_for_inference``: no float32 weights are ever held.
 * ``ref-grad`` — the way the official code runs the same network: float32, BatchNorm unfolded, contiguous
   NCHW, each object separately, HS2S's RefEncoder(x0, y0) re-encoded every frame, and a plain forward with
   autograd recording (no ``no_grad``; the recurrent state is detached between frames so the graph does not
@@ -59,7 +61,7 @@ FAST_HS2S: dict[str, Any] = {
     "gc_inner": 128,
 }
 
-VARIANTS = ("ours-fp32", "ours-bf16", "ours-int8", "ref-nograd", "ref-grad")
+VARIANTS = ("ours-fp32", "ours-bf16", "ours-int8", "ours-int8-export", "ref-nograd", "ref-grad")
 _DTYPES = {"ours-fp32": torch.float32, "ours-bf16": torch.bfloat16}
 
 
@@ -79,13 +81,28 @@ def _inputs(height: int, width: int, objects: int, frames: int) -> tuple[list[to
 
 # ----------------------------------------------------------------------------- one configuration (child)
 def _prepare(method: str, folder: Path) -> None:
-    """Write the optimized float32 and bfloat16 state dicts of the seed-0 network."""
+    """Write the optimized float32, bfloat16 and int8 state dicts of the seed-0 network."""
+    from vidseg.models.quantize import quantize_convs
+
     torch.manual_seed(0)
     model = build_model(config_for(method)).eval()
     for variant, dtype in _DTYPES.items():
         fast = optimize_for_inference(model, dtype=dtype)
         torch.save(fast.state_dict(), folder / f"{method}-{variant}.pt")
+        if dtype == torch.float32:
+            video, masks = _inputs(256, 448, 1, 1)
+            int8 = quantize_convs(fast, _calibrate(fast, video[0], masks))
+            torch.save(int8.state_dict(), folder / f"{method}-ours-int8-export.pt")
+            del int8
         del fast
+
+
+def _calibrate(model: torch.nn.Module, frame: torch.Tensor, masks: torch.Tensor) -> dict:
+    """int8 parameters as ``vidseg segment --dtype int8`` calibrates: ``init_state`` and one ``step`` onto the frame."""
+    from vidseg.models.quantize import calibrate_convs
+
+    first = frame.contiguous(memory_format=torch.channels_last)
+    return calibrate_convs(model, lambda: model.step(first, masks, model.init_state(first, masks)))
 
 
 def _run_ours(model: torch.nn.Module, video: list[torch.Tensor], masks: torch.Tensor, dtype: torch.dtype) -> list[float]:
@@ -128,14 +145,16 @@ def run_one(method: str, size: str, objects: int, variant: str, frames: int, thr
     video, masks = _inputs(height, width, objects, frames + 2)  # first frame + warm-up + timed frames
     start = time.perf_counter()
     if variant == "ours-int8":
-        from vidseg.models.quantize import calibrate_convs, quantize_convs
+        from vidseg.models.quantize import quantize_convs
 
         state_dict = torch.load(folder / f"{method}-ours-fp32.pt", weights_only=True)
         model = load_for_inference(config_for(method), state_dict)
         del state_dict
-        first = video[0].contiguous(memory_format=torch.channels_last)
-        params = calibrate_convs(model, lambda: model.step(first, masks, model.init_state(first, masks)))
-        model = quantize_convs(model, params)
+        model = quantize_convs(model, _calibrate(model, video[0], masks))
+        build_s = time.perf_counter() - start
+        times = _run_ours(model, video, masks, torch.float32)
+    elif variant == "ours-int8-export":
+        model = load_for_inference(config_for(method), torch.load(folder / f"{method}-{variant}.pt", weights_only=True))
         build_s = time.perf_counter() - start
         times = _run_ours(model, video, masks, torch.float32)
     elif variant in _DTYPES:
@@ -153,9 +172,15 @@ def run_one(method: str, size: str, objects: int, variant: str, frames: int, thr
     return {
         "method": method, "size": size, "objects": objects, "variant": variant,
         "s_per_frame": statistics.median(timed), "times": timed, "build_s": build_s,
-        "params_m": count_parameters(model) / 1e6,
+        "params_m": _parameters(method) / 1e6,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _parameters(method: str) -> int:
+    """The float network's parameter count (an int8 network holds its large convolutions as packed weights)."""
+    with torch.device("meta"):
+        return count_parameters(build_model(config_for(method)))
 
 
 # ----------------------------------------------------------------------------- driver (parent)
@@ -217,7 +242,7 @@ def main() -> None:
                               f"(frames {', '.join(f'{t:.2f}' for t in row['times'])}), peak RSS "
                               f"{row['peak_rss_mb']:.0f} MB, {row['params_m']:.1f} M params, "
                               f"load avg {os.getloadavg()[0]:.1f}", flush=True)
-            for name in ("ours-fp32", "ours-bf16"):
+            for name in ("ours-fp32", "ours-bf16", "ours-int8-export"):
                 path = Path(tmp) / f"{method}-{name}.pt"
                 if path.exists():
                     path.unlink()
@@ -225,7 +250,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print()
     print("| method | size | objects | " + " | ".join(f"{v} s/frame (peak RSS)" for v in args.variants)
-          + " | ref-grad / ours-fp32 | ref-grad / ours-bf16 | ref-grad / ours-int8 | ref-nograd / ours-bf16 |")
+          + " | ref-grad / ours-fp32 | ref-grad / ours-bf16 | ref-grad / ours-int8 | ref-grad / ours-int8-export |")
     print("| --- " * (3 + len(args.variants) + 4) + "|")
     index = {(r["method"], r["size"], r["objects"], r["variant"]): r for r in results}
     for method in args.methods:
@@ -239,7 +264,7 @@ def main() -> None:
                 ratios = [_fmt_ratio(speed.get("ref-grad"), speed.get("ours-fp32")),
                           _fmt_ratio(speed.get("ref-grad"), speed.get("ours-bf16")),
                           _fmt_ratio(speed.get("ref-grad"), speed.get("ours-int8")),
-                          _fmt_ratio(speed.get("ref-nograd"), speed.get("ours-bf16"))]
+                          _fmt_ratio(speed.get("ref-grad"), speed.get("ours-int8-export"))]
                 print(f"| {method} | {size} | {objects} | " + " | ".join(cells + ratios) + " |")
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 from conftest import tiny_network
 
 import vidseg.bench
+from vidseg import machine
 import vidseg.inference.methods as registry
 from vidseg.bench import make_settings, measure_speed, parse_size
 from vidseg.cli.main import main
@@ -198,3 +201,17 @@ def test_segment_memory_is_measured_with_the_bundled_one_shot_network(monkeypatc
     assert vidseg.bench.segment_memory_method() == "s2s++"  # not match, the default: ~1 frame/s
     monkeypatch.setattr(vidseg.weights, "bundled_methods", lambda: ["rvos"])  # zero-shot only
     assert vidseg.bench.segment_memory_method() == "flow"
+
+
+@pytest.mark.skipif(machine._glibc() is None, reason="glibc only")
+def test_memory_freed_inside_memory_returned_on_free_goes_back_to_the_system():
+    import numpy as np
+
+    def rss() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    with machine.memory_returned_on_free():
+        blocks = [np.ones(1 << 20, np.uint8) for _ in range(64)]  # 64 blocks of 1 MB, under glibc's adaptive threshold
+        held = rss()
+        del blocks
+        assert held - rss() > 48

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vidseg.errors import VidsegError
@@ -178,6 +182,36 @@ def set_threads(threads: int | str | None, option: str = "--threads") -> str | N
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     return f"threads: {threads}" + (f" ({why})" if why else "")
+
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+@contextmanager
+def memory_returned_on_free() -> Iterator[None]:
+    """Inside: memory freed goes back to the system at once, so loading weights piece by piece and freeing each
+    source when converted lowers the peak. glibc keeps freed blocks under its adaptive mmap threshold (it grows up to
+    32 MB) for reuse; inside, every block of 64 KB or more is mapped on its own. Afterwards the threshold is 32 MB,
+    where the adaptive one ends up, and the freed heap is trimmed. Nothing happens elsewhere than glibc."""
+    libc = _glibc()
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, 64 << 10)
+    try:
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        libc.malloc_trim(0)
 
 
 def format_machine_info() -> str:

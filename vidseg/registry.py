@@ -39,7 +39,9 @@ class MethodSpec:
         zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
         options: the settings its propagator takes from ``vidseg segment`` (``max_side``, ``device``, ...);
             the CLI refuses the others for this method.
-        int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video).
+        int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video) and runs
+            int8 exports (``vidseg export --dtype int8``); it exposes ``model``, the network it runs, and
+            ``optimize``, whether that network's BatchNorm is folded.
     """
 
     name: str
@@ -98,8 +100,7 @@ _BUILTIN = (
                "(masks given) or zero-shot (discovers objects) by its checkpoint",
                propagator="vidseg.inference.rvos:build_rvos_propagator", config="vidseg.models.rvos:RVOSConfig",
                model="vidseg.models.rvos:build_model", trainer="vidseg.training.rvos:RVOSAdapter", bundled="rvos_cpu.pt",
-               zero_shot=True,
-               options=("max_side", "device", "dtype")),
+               zero_shot=True, options=("max_side", "device", "dtype"), int8=True),
     MethodSpec("ovsnet", "detection-based one-pass VOS: class-agnostic Mask R-CNN candidates matched by IoU with the "
                "flow-warped mask, then by re-ID embeddings, else the warped mask refined by mask-guided attention",
                propagator="vidseg.inference.ovsnet:build_ovsnet_propagator", config="vidseg.models.ovsnet:OVSNetConfig",

@@ -136,11 +136,8 @@ def run(args: argparse.Namespace) -> int:
             raise VidsegError(f"{ignored[0]} does not apply to {method}",
                               fix=f"drop it; {method} takes: {', '.join(_OPTION_FLAGS[k] for k in spec.options)}")
     propagator = build_propagator(method, args.checkpoint, **options)
-    if "dtype" in get_method(propagator.name if method is None else method).options:
-        from vidseg.machine import resolve_dtype
-
-        dtype, reason = resolve_dtype(args.dtype, args.device or "cpu")
-        print(f"precision: {dtype} ({reason})", file=sys.stderr)
+    if propagator.precision is not None:
+        print(f"precision: {propagator.precision[0]} ({propagator.precision[1]})", file=sys.stderr)
     if threads and not args.quiet:
         print(threads, file=sys.stderr)
     result = segment_video(

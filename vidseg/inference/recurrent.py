@@ -23,7 +23,7 @@ from vidseg.inference.flow import DISFlow, warp_with_flow
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
-from vidseg.models.quantize import QParams, calibrate_convs, quantize_convs
+from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
 
 
 @dataclass
@@ -59,7 +59,8 @@ class RecurrentPropagator(Propagator):
         max_side: the working resolution's longer side (the training size 256x448 has 448).
         dtype: ``float32``, ``bfloat16`` (half the memory; fast on CPUs with AVX512-BF16 and on GPUs),
             ``float16`` (GPU) or ``int8`` (CPU: the large convolutions in int8, calibrated on each video's
-            first annotated frame; see :mod:`vidseg.models.quantize`).
+            first annotated frame; see :mod:`vidseg.models.quantize`). A network that is int8 already (an int8
+            export, calibrated once) runs as it is and needs ``int8``.
         optimize: fold BatchNorm and use channels-last (same function, faster).
         online_steps: S2S-OL fine-tuning steps on the first frame's objects (0 = off); each video gets
             its own fine-tuned copy, so the shared network is not changed.
@@ -82,6 +83,9 @@ class RecurrentPropagator(Propagator):
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
         if dtype == "int8" and online_steps:
             raise ValueError("int8 does not combine with online learning (online_steps)")
+        self.calibrated = is_int8(model)  # an int8 export: no per-video calibration, no float32 copy
+        if self.calibrated and dtype != "int8":
+            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
         self.device = torch.device(device)
         self.int8 = dtype == "int8"
         self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
@@ -99,7 +103,8 @@ class RecurrentPropagator(Propagator):
         self.model = None if self.online_steps else self._prepare(model)
 
     def _prepare(self, model: nn.Module) -> nn.Module:
-        fast = optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype)
+        fast = optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype,
+                                      inplace=self.calibrated)
         fast.decoder.border_head = None  # it only feeds the training loss: a full-size 42-channel map per object
         return fast
 
@@ -137,7 +142,7 @@ class RecurrentPropagator(Propagator):
         with torch.inference_mode():
             x = self._frame_tensor(frame)
             previous = torch.from_numpy(update.probabilities).to(self.device, self.dtype)[:, None]
-            if self.int8 and state.int8 is None and given:
+            if self.int8 and not self.calibrated and state.int8 is None and given:
                 state.int8 = self._calibrate(state.model, x, previous[given])
                 state.model = quantize_convs(self.model, state.int8)
             network = _rows_for(state, update.tracks)
@@ -186,7 +191,7 @@ class RecurrentPropagator(Propagator):
                 raise ValueError("the saved state ran in int8; resume with --dtype int8")
             state.int8 = {name: tuple(values) for name, values in saved["int8"].items()}
             state.model = quantize_convs(self.model, state.int8)
-        elif self.int8 and state.tracks:
+        elif self.int8 and not self.calibrated and state.tracks:
             raise ValueError("the saved state did not run in int8; resume with the same --dtype")
         return state
 

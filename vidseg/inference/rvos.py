@@ -34,6 +34,7 @@ from vidseg.inference.recurrent import (
 )
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.optimize import optimize_for_inference
+from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
 
 FREE = 0  # a slot without a track
 REMOVED = -1  # a zero-shot slot whose track the user removed: never reported again
@@ -47,6 +48,8 @@ class RVOSState:
     highest: int = 0  # the highest track id seen
     bound: bool = False  # zero-shot with given masks: only the matched slots are reported
     pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
+    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first frame
+    model: nn.Module | None = field(default=None, repr=False)  # int8: this video's int8 copy of the network
 
 
 class RVOSPropagator(Propagator):
@@ -54,7 +57,9 @@ class RVOSPropagator(Propagator):
 
     Args:
         model: the network (e.g. from :func:`~vidseg.models.checkpoint.load_model`).
-        device, dtype: where and in which precision it runs (``float32``, ``bfloat16``, ``float16``).
+        device, dtype: where and in which precision it runs (``float32``, ``bfloat16``, ``float16``, or ``int8``:
+            on the CPU, the large convolutions in int8, calibrated on each video's first frame that runs the
+            network; a network that is int8 already, an int8 export, runs as it is and needs ``int8``).
         max_side: the working resolution's longer side (rounded to multiples of 32).
         optimize: fold BatchNorm and use channels-last (same function, faster).
         min_area: zero-shot: the pixels (at the working size) a slot's mask needs to become a track.
@@ -73,10 +78,14 @@ class RVOSPropagator(Propagator):
         min_area: int = 32,
         inplace: bool = False,
     ):
-        if dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+        if dtype not in (*DTYPE_NAMES, "int8"):
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
+        self.calibrated = is_int8(model)
+        if self.calibrated and dtype != "int8":
+            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
         self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype)
+        self.int8 = dtype == "int8"
+        self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
         self.optimize = optimize
         self.max_side = int(max_side)
         self.min_area = int(min_area)
@@ -93,8 +102,23 @@ class RVOSPropagator(Propagator):
         return RVOSState([FREE] * self.cfg.slots)
 
     # ------------------------------------------------------------------ per frame
-    def _encode(self, frame: np.ndarray) -> list[Tensor]:
-        return self.model.encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
+    def _network(self, state: RVOSState) -> nn.Module:
+        return state.model if state.model is not None else self.model
+
+    def _encode(self, state: RVOSState, frame: np.ndarray) -> list[Tensor]:
+        return self._network(state).encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
+
+    def _calibrate_int8(self, state: RVOSState, frame: np.ndarray, previous: Tensor | None, running: int) -> None:
+        """int8 (once per video): observe the float network on this frame, then run this video's int8 copy."""
+        if not self.int8 or self.calibrated or state.int8 is not None:
+            return
+
+        def run() -> None:
+            features = self.model.encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
+            self.model.decode(features, state.temporal, previous, slots=running, output_size=frame.shape[:2])
+
+        state.int8 = calibrate_convs(self.model, run)
+        state.model = quantize_convs(self.model, state.int8)
 
     def _running(self, state: RVOSState) -> int:
         """How many slots run: all (zero-shot), or up to the last occupied one (one-shot)."""
@@ -107,11 +131,12 @@ class RVOSPropagator(Propagator):
                 size: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """Slot probabilities (running, h, w) float32, the full-width temporal state after this frame, and the
         objectness probabilities (or None)."""
-        out = self.model.decode(features, state.temporal, previous, slots=running, output_size=size)
+        network = self._network(state)
+        out = network.decode(features, state.temporal, previous, slots=running, output_size=size)
         if running == self.cfg.slots:
             merged = out.temporal
         else:  # the slots that did not run keep their state
-            temporal = self.model.zero_temporal(features, self.cfg.slots) if state.temporal is None else state.temporal
+            temporal = network.zero_temporal(features, self.cfg.slots) if state.temporal is None else state.temporal
             merged = {key: torch.cat([out.temporal[key], value[:, running:].to(out.temporal[key].dtype)], dim=1)
                       for key, value in temporal.items()}
         objectness = None if out.objectness is None else torch.sigmoid(out.objectness[0].float())
@@ -123,8 +148,9 @@ class RVOSPropagator(Propagator):
         if running == 0:
             return Prediction.empty(*size)
         with torch.inference_mode():
-            features = self._encode(frame)
             previous = state.previous[:, :running] if self.one_shot else None
+            self._calibrate_int8(state, frame, previous, running)
+            features = self._encode(state, frame)
             probabilities, temporal, objectness = self._decode(state, features, previous, running, size)
         state.pending = {"features": features, "probabilities": probabilities, "temporal": temporal}
         maps = probabilities.cpu().numpy()
@@ -195,7 +221,8 @@ class RVOSPropagator(Propagator):
                 previous[0, slot] = torch.from_numpy(mask).to(self.device, self.dtype)
             # Run the frame again with the given masks as the previous masks (the official first frame).
             running = self._running(state)
-            features = pending["features"] if pending is not None else self._encode(frame)
+            self._calibrate_int8(state, frame, previous[:, :running], running)
+            features = pending["features"] if pending is not None else self._encode(state, frame)
             probabilities, state.temporal, _ = self._decode(state, features, previous[:, :running], running, size)
             given_slots = [state.slot_tracks.index(track) for track in given]
             own = [s for s in range(running) if s not in given_slots]
@@ -228,15 +255,23 @@ class RVOSPropagator(Propagator):
     # ------------------------------------------------------------------ resume
     def state_dict(self, state: RVOSState) -> dict[str, Any]:
         return {"slot_tracks": list(state.slot_tracks), "temporal": dict(state.temporal or {}),
-                "previous": state.previous, "highest": state.highest, "bound": state.bound}
+                "previous": state.previous, "highest": state.highest, "bound": state.bound, "int8": state.int8}
 
     def load_state_dict(self, saved: dict[str, Any]) -> RVOSState:
         if len(saved["slot_tracks"]) != self.cfg.slots:
             raise ValueError(f"the saved state has {len(saved['slot_tracks'])} slots, this network {self.cfg.slots}")
         temporal = {key: value.to(self.device) for key, value in saved["temporal"].items()} or None
         previous = None if saved["previous"] is None else saved["previous"].to(self.device)
-        return RVOSState([int(t) for t in saved["slot_tracks"]], temporal, previous, int(saved["highest"]),
-                         bool(saved["bound"]))
+        state = RVOSState([int(t) for t in saved["slot_tracks"]], temporal, previous, int(saved["highest"]),
+                          bool(saved["bound"]))
+        if saved.get("int8") is not None:
+            if not self.int8:
+                raise ValueError("the saved state ran in int8; resume with --dtype int8")
+            state.int8 = {name: tuple(values) for name, values in saved["int8"].items()}
+            state.model = quantize_convs(self.model, state.int8)
+        elif self.int8 and not self.calibrated and temporal is not None:
+            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
+        return state
 
 
 def _clear_slot(temporal: dict[str, Tensor] | None, slot: int) -> dict[str, Tensor] | None:

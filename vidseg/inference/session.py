@@ -64,6 +64,7 @@ class Propagator(ABC):
 
     name: str = "propagator"
     discovers_objects: bool = False  # True: propagate() is called even before any object is given
+    precision: tuple[str, str] | None = None  # (network dtype, why), set by build_propagator for methods with one
 
     @abstractmethod
     def working_size(self, height: int, width: int) -> tuple[int, int]:

@@ -5,7 +5,9 @@ Layout (``format`` = ``"vidseg-checkpoint/1"``)::
 
     {"format": ..., "method": name, "model_config": {...that method's config fields...}, "model": state_dict,
      "meta": {...},
-     # training checkpoints add: "train_config", "optimizer", "scheduler", "scaler", "rng", "progress"}
+     # training checkpoints add: "train_config", "optimizer", "scheduler", "scaler", "rng", "progress"
+     # int8 exports add: "inference": {"dtype": "int8", "fold_bn": bool, "dropped": [module names]}, and their
+     # "model" is the state dict of the optimized network (BatchNorm folded, int8 convolutions as plain tensors)}
 
 A file may be gzip-compressed (``vidseg export --compress``; the bundled weights are): it is read the same way.
 The method's config type and model builder come from :mod:`vidseg.registry`. Files written before the
@@ -116,18 +118,36 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> n
 
 def model_from_checkpoint(content: dict[str, Any], source: str | os.PathLike) -> nn.Module:
     """The float32 network of checked checkpoint ``content`` (from :func:`read_checkpoint`; ``source`` names
-    the file in errors). Half-precision weights are converted on loading."""
+    the file in errors). Half-precision weights are converted on loading. An int8 export (:func:`is_int8_checkpoint`)
+    gives its optimized network: BatchNorm folded as stored, the large convolutions in int8; its weights are moved
+    out of ``content["model"]`` (so they are held once), and the same ``content`` cannot build a second network."""
     spec = get_method(content["method"])
     config = dict(content["model_config"])
     if "backbone_weights" in config:
         config["backbone_weights"] = None  # the checkpoint holds the trained weights already
     try:
-        model = spec.load("model")(spec.load("config").from_dict(config))
+        config = spec.load("config").from_dict(config)
+        inference = content.get("inference")
+        if inference is not None:  # an optimized (int8) export: built as stored, without float32 weights
+            from vidseg.models.optimize import load_for_inference
+
+            weights = content["model"]  # taken over: its int8 weights are removed as they are packed
+            for name, value in weights.items():
+                if value.dtype in (torch.float16, torch.bfloat16):
+                    weights[name] = value.float()
+            return load_for_inference(config, weights, fold_bn=bool(inference["fold_bn"]), channels_last=False,
+                                      dropped=tuple(inference.get("dropped", ())))
+        model = spec.load("model")(config)
         model.load_state_dict(content["model"])
     except (ValueError, RuntimeError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0][:200]
         raise VidsegError(f"checkpoint does not match its model config ({reason})", source, "use another copy or retrain") from exc
     return model.eval()
+
+
+def is_int8_checkpoint(content: dict[str, Any]) -> bool:
+    """Whether checked checkpoint ``content`` is an int8 export (``vidseg export --dtype int8``)."""
+    return content.get("inference", {}).get("dtype") == "int8"
 
 
 def working_side(content: dict[str, Any], fallback: int = 448) -> int:
@@ -166,5 +186,5 @@ def export_weights(
     return path
 
 
-__all__ = ["FORMAT", "export_weights", "load_model", "model_from_checkpoint", "read_checkpoint",
+__all__ = ["FORMAT", "export_weights", "is_int8_checkpoint", "load_model", "model_from_checkpoint", "read_checkpoint",
            "save_checkpoint", "working_side"]

@@ -76,24 +76,38 @@ def load_for_inference(
     fold_bn: bool = True,
     channels_last: bool = True,
     dtype: torch.dtype = torch.float32,
+    dropped: tuple[str, ...] = (),
 ) -> nn.Module:
     """Build a network straight from the state dict of an already optimized copy, without a float32 model.
 
     ``state_dict`` must come from ``optimize_for_inference(model, fold_bn=..., dtype=...).state_dict()`` with
-    the same ``fold_bn``. The network is built on the ``meta`` device (no memory), given the folded structure
-    there, and the tensors of ``state_dict`` are taken over as they are (``assign``, no copy). So a bfloat16
-    HS2S never holds its 1.5 GB of float32 weights: peak memory is the state dict plus activations.
+    the same ``fold_bn``, possibly with int8 convolutions (:func:`vidseg.models.quantize.quantize_convs`). The
+    network (the registry's model of ``config.method``) is built on the ``meta`` device (no memory), given the
+    folded structure and the int8 convolutions there, and the tensors of ``state_dict`` are taken over as they
+    are (``assign``, no copy). So a bfloat16 or int8 HS2S never holds its 1.5 GB of float32 weights: peak
+    memory is the state dict plus activations. The int8 convolutions' entries are removed from ``state_dict``
+    as they are packed, so that their weights are held once. ``dropped``: submodules the optimized copy had set to None (e.g. a
+    head that only feeds the training loss).
     """
-    from vidseg.models.s2s import build_model
+    from vidseg.models.quantize import int8_names, int8_shells
+    from vidseg.registry import get_method
 
     with torch.device("meta"):
-        model = build_model(config)
+        model = get_method(config.method).load("model")(config)
         optimize_for_inference(model, fold_bn=fold_bn, channels_last=False, dtype=dtype, inplace=True)
+    for name in dropped:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, None)
+    names = int8_names(state_dict)
+    if names:
+        int8_shells(model, names)
+        for name in names:  # one convolution at a time, freeing each int8 weight once packed
+            model.get_submodule(name).take_state(state_dict, name + ".")
     model.load_state_dict(state_dict, strict=True, assign=True)
-    # Non-persistent buffers are not in a state dict: recreate them (the network's and its MatchFeatures').
+    # Non-persistent buffers are not in a state dict: recreate them (the input statistics of every backbone user).
     for module in model.modules():
         if "mean" in module._buffers:
-            backbone = getattr(module, "backbone", model.encoder.backbone)
+            backbone = next(m for m in module.modules() if hasattr(m, "input_mean"))
             module.mean = torch.tensor(backbone.input_mean).view(1, 3, 1, 1).to(dtype)
             module.std = torch.tensor(backbone.input_std).view(1, 3, 1, 1).to(dtype)
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
