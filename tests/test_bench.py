@@ -44,8 +44,9 @@ def test_quick_run_writes_markdown_and_json(tmp_path, capsys, flow_only):
     assert "[experiments.md](experiments.md)" in text.splitlines()[-1]
 
     results = json.loads(js.read_text())
-    assert set(results) == {"command", "machine", "settings", "speed", "roofline", "memory", "eval", "anchors",
-                            "elapsed_s"}
+    assert set(results) == {"command", "machine", "settings", "speed", "roofline", "int8", "memory", "eval",
+                            "anchors", "elapsed_s"}
+    assert results["int8"] == {"skipped": "no timed method takes --dtype int8", "rows": []}
     assert results["roofline"]["calibration"]["peak_gflops_per_s"] > 0
     # flow is OpenCV work: no torch FLOPs, so no fraction of the convolution peak
     assert [(r["gflop_per_frame"], r["fraction_of_peak"]) for r in results["roofline"]["rows"]] == [(0, None)] * 2
@@ -54,6 +55,7 @@ def test_quick_run_writes_markdown_and_json(tmp_path, capsys, flow_only):
     assert [(r["method"], r["objects"]) for r in results["speed"]] == [("flow", 1), ("flow", 3)]
     for row in results["speed"]:
         assert row["error"] is None and row["working_size"] == "128x224" and len(row["times"]) == 3
+        assert 0.5 < row["jf"] <= 1  # flow follows the clip's objects
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"] and row["first_s"] > 0
     memory = results["memory"]
     assert [r["length"] for r in memory["rows"]] == [20, 40]
@@ -100,7 +102,7 @@ def test_failed_compile_is_reported_in_the_row(monkeypatch, flow_only):
         return call
 
     monkeypatch.setattr(registry, "runnable_methods", lambda: ["flow", "s2s"], raising=False)
-    monkeypatch.setattr(registry, "build_propagator", lambda name, **options: RecurrentPropagator(
+    monkeypatch.setattr(registry, "build_propagator", lambda name, checkpoint=None, **options: RecurrentPropagator(
         tiny_network("s2s"), max_side=64, **options))
     monkeypatch.setattr(torch, "compile", broken_compile)
     settings = make_settings(quick=True, methods=["s2s"], compile=True)
@@ -108,7 +110,7 @@ def test_failed_compile_is_reported_in_the_row(monkeypatch, flow_only):
     assert row["compiled"] and row["error"] == "torch.compile failed: RuntimeError: no C compiler"
     assert "median_s" not in row
 
-    monkeypatch.setattr(registry, "build_propagator", lambda name, **options: RecurrentPropagator(
+    monkeypatch.setattr(registry, "build_propagator", lambda name, checkpoint=None, **options: RecurrentPropagator(
         tiny_network("s2s"), max_side=96, **options))
     row = measure_speed("s2s", (64, 96), 3, make_settings(quick=True, methods=["s2s"], dtype="bfloat16"))
     assert row["error"] is None and row["dtype"] == "bfloat16" and row["working_size"] == "64x96"
@@ -187,7 +189,7 @@ def test_roofline_counts_flops_and_compares_them_with_the_measured_peak(monkeypa
     assert row["achieved_gflops_per_s"] == 8.0 and row["fraction_of_peak"] == 0.5
 
     # a network method's row carries the FLOPs of one frame, per module
-    monkeypatch.setattr(registry, "build_propagator", lambda name, **options: RecurrentPropagator(
+    monkeypatch.setattr(registry, "build_propagator", lambda name, checkpoint=None, **options: RecurrentPropagator(
         tiny_network("s2s++"), max_side=96, **options))
     timed = measure_speed("s2s++", (64, 96), 2, make_settings(quick=True, methods=["s2s++"], dtype="float32"))
     parts = {name: flops for name, flops in timed["flop_modules"].items() if "." not in name}  # what step() calls
@@ -215,3 +217,22 @@ def test_memory_freed_inside_memory_returned_on_free_goes_back_to_the_system():
         held = rss()
         del blocks
         assert held - rss() > 48
+
+
+def test_int8_rows_time_and_score_per_video_and_exported_int8_against_the_float_rows():
+    from vidseg.bench import _int8_lines, measure_int8
+
+    settings = make_settings(quick=True, methods=["flow", "s2s++"], sizes=["64x96"], objects=[2], dtype="float32")
+    float_row = measure_speed("s2s++", (64, 96), 2, settings)
+    int8 = measure_int8(settings, report=lambda line: None)
+    assert int8["skipped"] is None and "seeds 1000..1003" in int8["calibration"]
+    assert [(r["method"], r["dtype"]) for r in int8["rows"]] == [("s2s++", "int8"), ("s2s++", "int8 export")]
+    for row in int8["rows"]:
+        assert row["error"] is None and row["flops"] is None and 0 < row["median_s"]
+        assert abs(row["jf"] - float_row["jf"]) < 0.2  # the same network in int8
+    lines = _int8_lines({"settings": {"dtype": "float32"}, "speed": [float_row], "int8": int8})
+    row = next(line for line in lines if line.startswith("| s2s++ | 64x96 | 2 |"))
+    assert row.count("x |") == 2 and f"{float_row['jf']:.3f}" in row
+    on_gpu = make_settings(quick=True, methods=["s2s++"], dtype="float32")
+    on_gpu.device = "cuda"
+    assert measure_int8(on_gpu)["skipped"] == "int8 runs on the CPU only"

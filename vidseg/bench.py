@@ -200,31 +200,40 @@ def machine_section(settings: BenchSettings) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- seconds per frame
-def measure_speed(method: str, size: tuple[int, int], objects: int, settings: BenchSettings) -> dict[str, Any]:
-    """Seconds per frame of ``method`` on a synthetic clip of ``size`` with ``objects`` objects.
+def measure_speed(method: str, size: tuple[int, int], objects: int, settings: BenchSettings,
+                  dtype: str | None = None, checkpoint: str | os.PathLike | None = None,
+                  variant: str | None = None) -> dict[str, Any]:
+    """Seconds per frame of ``method`` on a synthetic clip of ``size`` with ``objects`` objects, and the J&F of its
+    masks against the clip's ground truth (semi-supervised protocol).
 
     Frame 0 takes the masks (its time is ``first_s``); then ``settings.warmup`` warm-up frames
     (``warmup_times``; with ``compile`` the first of them compiles), then ``settings.frames`` timed ones.
+    ``dtype`` / ``checkpoint`` replace the settings' dtype and the bundled weights (the int8 rows); ``variant``
+    names the row's precision in the tables (default: its dtype). FLOPs are counted for float rows only
+    (``torch.utils.flop_counter`` does not see quantised kernels).
     """
+    import numpy as np
     import torch
 
     from vidseg.data.synth import SynthClip, SynthConfig
+    from vidseg.evaluation import evaluate_sequence_arrays
     from vidseg.inference.methods import build_propagator
     from vidseg.inference.session import InferenceSession
 
     height, width = size
-    network = get_method(method).needs_checkpoint
-    device = settings.device if network else "cpu"
+    spec = get_method(method)
+    device = settings.device if "device" in spec.options else "cpu"
+    dtype = (dtype or settings.dtype) if "dtype" in spec.options else "-"
+    options = {key: value for key, value in (("device", device), ("dtype", dtype)) if key in spec.options}
     row: dict[str, Any] = {
         "method": method, "size": size_name(size), "objects": objects, "device": device,
-        "dtype": settings.dtype if network else "-", "threads": torch.get_num_threads(), "compiled": False,
-        "error": None,
+        "dtype": variant or dtype, "threads": torch.get_num_threads(), "compiled": False, "error": None,
     }
     config = SynthConfig(seed=0, num_frames=2 + settings.warmup + settings.frames, height=height, width=width,
                          num_objects=objects, late_entry=False, occlusion=False)
     *clip, counted = list(SynthClip(config))  # rendered before timing; the last frame is counted, not timed
     start = time.perf_counter()
-    propagator = build_propagator(method, **({"device": device, "dtype": settings.dtype} if network else {}))
+    propagator = build_propagator(method, checkpoint, **options)
     row["build_s"] = time.perf_counter() - start
     row["working_size"] = size_name(propagator.working_size(height, width))
     if settings.compile and getattr(propagator, "model", None) is not None:
@@ -233,12 +242,12 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
         row["compiled"] = True
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     session = InferenceSession(propagator)
-    times = []
+    times, masks = [], []
     try:
         for index, (frame, mask) in enumerate(clip):
             sync()
             start = time.perf_counter()
-            session.step(frame, mask if index == 0 else None)
+            masks.append(session.step(frame, mask if index == 0 else None))
             sync()
             times.append(time.perf_counter() - start)
     except Exception as exc:  # torch.compile fails lazily, at the first call
@@ -248,19 +257,51 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
         return row
     timed = times[1 + settings.warmup :]
     median = statistics.median(timed)
-    flops = count_flops(lambda: session.step(counted[0]), depth=2)  # the torch work of one more frame
-    row.update(flops=flops["total"], flop_modules=flops["modules"])
+    scored = evaluate_sequence_arrays(np.stack([mask for _, mask in clip]), np.stack(masks), name=method)
+    row["jf"] = scored.jf_mean
+    if dtype == "int8":
+        row.update(flops=None, flop_modules={})
+    else:
+        flops = count_flops(lambda: session.step(counted[0]), depth=2)  # the torch work of one more frame
+        row.update(flops=flops["total"], flop_modules=flops["modules"])
     row.update(first_s=times[0], median_s=median, min_s=min(timed), max_s=max(timed), frames_per_s=1 / median,
                times=timed, warmup_times=times[1 : 1 + settings.warmup])
     return row
 
 
 def format_speed_row(row: dict[str, Any]) -> str:
-    head = f"{row['method']:>6} {row['size']:>8} {row['objects']} obj"
+    head = f"{row['method']:>6} {row['dtype']:>11} {row['size']:>8} {row['objects']} obj"
     if row["error"]:
         return f"{head}: {row['error']}"
     return (f"{head}: median {row['median_s']:.4f} s/frame (min {row['min_s']:.4f}, max {row['max_s']:.4f}), "
-            f"working size {row['working_size']}, first frame {row['first_s']:.3f} s")
+            f"working size {row['working_size']}, first frame {row['first_s']:.3f} s, J&F {row['jf']:.3f}")
+
+
+INT8_CALIBRATION_SEEDS = 1000  # the int8 export is calibrated on generated clips from this seed on, not the timed one
+
+
+def measure_int8(settings: BenchSettings, report: Report = print) -> dict[str, Any]:
+    """The int8 rows: every timed network that takes ``--dtype int8`` (on the CPU), at every size and number of
+    objects, once calibrated per video (``segment --dtype int8``) and once as an int8 export of its bundled weights
+    calibrated on generated clips (``vidseg export --dtype int8``), timed and scored as :func:`measure_speed` does."""
+    from vidseg.inference.int8_export import export_int8, synthetic_clips
+    from vidseg.weights import bundled_path
+
+    methods = [name for name in settings.methods if get_method(name).int8]
+    if settings.device != "cpu" or not methods:
+        return {"skipped": "int8 runs on the CPU only" if methods else "no timed method takes --dtype int8",
+                "rows": []}
+    clips, calibration = synthetic_clips(4, 8, first_seed=INT8_CALIBRATION_SEEDS)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vidseg-bench-int8-") as tmp:
+        for method in methods:
+            export = export_int8(bundled_path(method), Path(tmp) / f"{method}-int8.pt", clips, calibration)
+            for size in settings.sizes:
+                for objects in settings.objects:
+                    for variant, checkpoint in (("int8", None), ("int8 export", export)):
+                        rows.append(measure_speed(method, size, objects, settings, "int8", checkpoint, variant))
+                        report(format_speed_row(rows[-1]))
+    return {"skipped": None, "calibration": calibration, "rows": rows}
 
 
 def segment_memory_method() -> str:
@@ -455,6 +496,11 @@ def run_bench(settings: BenchSettings, command: str, report: Report = print) -> 
 
     roofline = measure_roofline(speed, settings, report)
 
+    report(f"\nint8 against {settings.dtype}")
+    int8 = measure_int8(settings, report)
+    if int8["skipped"]:
+        report(f"skipped: {int8['skipped']}")
+
     memory_method = segment_memory_method()
     report(f"\nsegment peak RSS against length ({size_name(settings.memory_size)}, {memory_method})")
     memory = measure_segment_memory(settings.lengths, settings.memory_size, settings.memory_objects, memory_method,
@@ -473,6 +519,7 @@ def run_bench(settings: BenchSettings, command: str, report: Report = print) -> 
         "settings": settings.to_json(),
         "speed": speed,
         "roofline": roofline,
+        "int8": int8,
         "memory": memory,
         "eval": evaluation,
         "anchors": ANCHORS,
@@ -487,18 +534,57 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _speed_table(speed: list[dict[str, Any]]) -> list[str]:
     header = ["method", "frame size", "working size", "objects", "median s/frame", "min", "max", "frames/s",
-              "first frame s", "device", "dtype", "threads", "compiled"]
+              "first frame s", "J&F", "device", "dtype", "threads", "compiled"]
     rows = []
     for r in speed:
         common = [r["device"], r["dtype"], str(r["threads"]), "yes" if r["compiled"] else "no"]
         if r["error"]:
             rows.append([r["method"], r["size"], r.get("working_size", "-"), str(r["objects"]), r["error"],
-                         "-", "-", "-", "-", *common])
+                         "-", "-", "-", "-", "-", *common])
         else:
             rows.append([r["method"], r["size"], r["working_size"], str(r["objects"]), f"{r['median_s']:.4f}",
                          f"{r['min_s']:.4f}", f"{r['max_s']:.4f}", f"{r['frames_per_s']:.1f}", f"{r['first_s']:.3f}",
-                         *common])
+                         f"{r['jf']:.3f}", *common])
     return _table(header, rows)
+
+
+def _int8_lines(results: dict[str, Any]) -> list[str]:
+    int8 = results.get("int8")
+    if not int8:
+        return []
+    if int8["skipped"]:
+        return ["## int8", "", f"skipped: {int8['skipped']}", ""]
+    dtype = results["settings"]["dtype"]
+    floats = {(r["method"], r["size"], r["objects"]): r for r in results["speed"] if not r["error"]}
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in int8["rows"]:
+        by_key.setdefault((r["method"], r["size"], r["objects"]), {})[r["dtype"]] = r
+    rows = []
+    for key, variants in by_key.items():
+        base = floats.get(key)
+        cells = [key[0], key[1], str(key[2])]
+        cells += [f"{base['median_s']:.4f}", f"{base['jf']:.3f}"] if base else ["-", "-"]
+        for name in ("int8", "int8 export"):
+            r = variants.get(name)
+            if r is None or r["error"]:
+                cells += ["-", "-", "-"]
+                continue
+            cells += [f"{r['median_s']:.4f}", f"{base['median_s'] / r['median_s']:.2f}x" if base else "-",
+                      f"{r['jf'] - base['jf']:+.3f}" if base else "-"]
+        rows.append(cells)
+    return [
+        "## int8",
+        "",
+        (f"The networks that take `--dtype int8`, on the clip timed above, against the {dtype} rows: **int8** "
+         "calibrates the large convolutions on each video's first frame (`vidseg segment --dtype int8`); **int8 "
+         f"export** runs the bundled weights exported with `vidseg export --dtype int8`, calibrated once on "
+         f"{int8['calibration']} (not the timed clip). J&F change = int8 J&F - {dtype} J&F on the same clip; the "
+         "held-out DAVIS figures and the full HS2S's memory are in docs/experiments.md, \"int8 inference\"."),
+        "",
+        *_table(["method", "frame size", "objects", f"{dtype} s/frame", f"{dtype} J&F", "int8 s/frame", "speed-up",
+                 "J&F change", "int8 export s/frame", "speed-up", "J&F change"], rows),
+        "",
+    ]
 
 
 def _roofline_lines(roofline: dict[str, Any] | None) -> list[str]:
@@ -615,11 +701,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Seconds per frame",
         "",
         ("A synthetic clip (`vidseg.data.synth`, no occlusion) driven frame by frame through an `InferenceSession`; "
-        "median, min and max over the timed frames."),
+        "median, min and max over the timed frames; J&F of its masks against the clip's ground truth "
+        "(semi-supervised protocol, the masks given on frame 0)."),
         "",
         *_speed_table(results["speed"]),
         "",
         *_roofline_lines(results.get("roofline")),
+        *_int8_lines(results),
         "## `vidseg segment`: peak RSS against video length",
         "",
         "Synthetic .mp4 videos segmented by `segment_video` (masks written as PNG), each in a fresh process.",

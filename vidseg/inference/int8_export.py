@@ -58,15 +58,16 @@ def davis_clips(root: str | os.PathLike, sequences: list[str] | None = None, vid
     return clips, f"first {frames} frames of {len(clips)} videos of {root} ({names})"
 
 
-def synthetic_clips(videos: int = 4, frames: int = 8) -> tuple[list[Clip], str]:
-    """Generated clips (:mod:`vidseg.data.synth`, seeds 0..videos-1, 256x448, two objects), and a description."""
+def synthetic_clips(videos: int = 4, frames: int = 8, first_seed: int = 0) -> tuple[list[Clip], str]:
+    """Generated clips (:mod:`vidseg.data.synth`, seeds ``first_seed`` on, 256x448, two objects), and a description."""
     from vidseg.data.synth import SynthConfig, generate_clip
 
     clips = []
-    for seed in range(videos):
+    seeds = range(first_seed, first_seed + videos)
+    for seed in seeds:
         pairs = list(generate_clip(SynthConfig(seed=seed, num_frames=max(frames, 2), num_objects=2)))[:frames]
         clips.append(([frame for frame, _ in pairs], pairs[0][1]))
-    return clips, f"{videos} generated clips of {frames} frames (vidseg.data.synth seeds 0..{videos - 1}, 256x448)"
+    return clips, f"{videos} generated clips of {frames} frames (vidseg.data.synth seeds {seeds[0]}..{seeds[-1]}, 256x448)"
 
 
 def _dropped_modules(full: torch.nn.Module, optimized: torch.nn.Module) -> list[str]:

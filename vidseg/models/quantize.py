@@ -1,13 +1,16 @@
 """int8 inference for the large convolutions of a network, through PyTorch's own quantisation tooling.
 
-Static quantisation with calibration: :func:`calibrate_convs` runs the float network once with
-``torch.ao.quantization`` observers on the input and output of every large ``nn.Conv2d`` and returns their
-scales and zero points; :func:`quantize_convs` returns a copy in which those convolutions are
-:class:`Int8Conv2d` (a ``torch.ao.nn.quantized.Conv2d``: weights int8 per output channel, activations uint8
-per tensor, the x86/FBGEMM kernels). Everything else (element-wise gates, small and depthwise convolutions,
-the heads) stays float32, since quantising and de-quantising around a small convolution costs more than it
-saves (measured on a 2-core AVX2 EPYC: a 256-channel 3x3 conv 2.2x faster in int8, a 64-channel one slower).
-Activations are observed by min and max (a histogram observer gave the same held-out J&F).
+Static quantisation with calibration: :func:`calibrate_convs` runs the float network with ``torch.ao.quantization``
+observers on the input and output of every large ``nn.Conv2d`` and returns their scales and zero points;
+:func:`quantize_convs` returns a copy in which those convolutions are :class:`Int8Conv2d`: int8 weights per output
+channel, uint8 activations per tensor, computed by PyTorch's quantised convolution kernels (``quantized::conv2d``,
+FBGEMM's, the kernels behind ``torch.ao.nn.quantized.Conv2d``). Everything else (element-wise gates, small and
+depthwise convolutions, the heads) stays float32, since quantising and de-quantising around a small convolution costs
+more than it saves (measured on a 2-core AVX2 EPYC: a 256-channel 3x3 conv 2.2x faster in int8, a 64-channel one
+slower). Activations are observed by min and max (a histogram observer gave the same held-out J&F).
+
+An int8 network's state dict holds plain tensors, so it is saved as an int8 export and loaded without its float
+weights (:func:`int8_shells`, :func:`vidseg.models.optimize.load_for_inference`).
 """
 
 from __future__ import annotations
