@@ -17,6 +17,9 @@ SMALL = {
     "s2s": {"bottleneck": 64, "hidden": 64, "decoder_widths": (64, 32, 16, 16, 16)},  # VGG-16
     "s2s++": {"backbone": "convnet-tiny", "bottleneck": 32, "hidden": 32, "decoder_widths": (32, 32, 16, 16, 16)},
     "hs2s_match": {"backbone": "convnet-tiny", "bottleneck": 32, "hidden": 32, "decoder_widths": (32, 32, 16, 16, 16)},
+    # timm's EfficientNet blocks: BatchNormAct2d folded, its ReLU6 kept; HS2S's mask stem conv beside conv_stem
+    "hs2s_lite0": {"backbone": "efficientnet_lite0", "backbone_weights": None, "bottleneck": 32, "hidden": 32,
+                   "decoder_widths": (32, 32, 16, 16, 16), "gc_inner": 16, "skip_memory_channels": 16},
 }
 
 
@@ -41,7 +44,7 @@ _CACHE: dict[str, nn.Module] = {}
 
 def _build(method: str) -> nn.Module:
     torch.manual_seed(0)
-    model = build_model(preset(method, **SMALL[method]))
+    model = build_model(preset(method.removesuffix("_lite0"), **SMALL[method]))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for module in model.modules():
@@ -80,7 +83,7 @@ def _run(model: nn.Module, dtype: torch.dtype = torch.float32, channels_last: bo
     return out
 
 
-@pytest.mark.parametrize("method", ["hs2s", "s2s", "s2s++"])
+@pytest.mark.parametrize("method", ["hs2s", "s2s", "s2s++", "hs2s_lite0"])
 def test_folded_channels_last_same_outputs(method):
     model = _model(method)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -113,7 +116,7 @@ def test_bfloat16_close(method):
 
 
 @pytest.mark.parametrize(("method", "dtype"), [("hs2s", torch.float32), ("hs2s", torch.bfloat16),
-                                               ("hs2s_match", torch.float32)])
+                                               ("hs2s_match", torch.float32), ("hs2s_lite0", torch.float32)])
 def test_load_for_inference_equals_optimized_copy(method, dtype):
     model = _model(method)
     fast = optimize_for_inference(model, dtype=dtype)

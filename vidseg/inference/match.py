@@ -26,6 +26,7 @@ from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.checkpoint import model_from_checkpoint
 from vidseg.models.match import MatchFeatures, memory_labels, read_memory
 from vidseg.models.match_refine import MatchRefiner, object_labels
+from vidseg.models.optimize import optimize_for_inference
 
 
 @dataclass
@@ -58,7 +59,9 @@ class MatchPropagator(Propagator):
         self.max_side, self.memory, self.top_k = int(max_side), int(memory), int(top_k)
         self.temperature, self.radius = float(temperature), int(radius)
         self.device = torch.device(device)
-        self.features = (features or MatchFeatures(backbone, stride=stride)).to(self.device)
+        # a copy with BatchNorm folded (the caller's network, e.g. one in training, keeps its own)
+        self.features = optimize_for_inference((features or MatchFeatures(backbone, stride=stride)).to(self.device),
+                                               channels_last=False)
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
         scale = self.max_side / max(height, width)

@@ -8,39 +8,64 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from vidseg.models.backbones import ResNetBackbone
+from vidseg.models.backbones import EfficientNetBackbone, ResNetBackbone
 
 
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fuse_conv_bn_eval(conv.eval(), bn.eval())
 
 
+def _what_stays(bn: nn.BatchNorm2d) -> nn.Module:
+    """What is left of a BatchNorm folded into its conv: nothing, or for timm's BatchNormAct2d its activation."""
+    if hasattr(bn, "act"):
+        return nn.Sequential(getattr(bn, "drop", nn.Identity()), bn.act)
+    return nn.Identity()
+
+
+# (conv, BatchNorm) attribute pairs of the blocks fold_batchnorm knows, by a child that tells the block apart.
+_BLOCK_PAIRS = (
+    ("conv_pwl", (("conv_pw", "bn1"), ("conv_dw", "bn2"), ("conv_pwl", "bn3"))),  # timm InvertedResidual
+    ("conv_dw", (("conv_dw", "bn1"), ("conv_pw", "bn2"))),  # timm DepthwiseSeparableConv
+    ("conv1", (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))),  # torchvision ResNet blocks
+)
+
+
+def _fold_stem(backbone: nn.Module, stem: str) -> None:
+    """A stem whose extra-channel conv is added before ``bn1``: BN(a + b) = BN(a) + scale * b, so the extra conv
+    is scaled, not biased."""
+    bn = backbone.bn1
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
+    if backbone.extra_conv is not None:
+        backbone.extra_conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+    setattr(backbone, stem, _fold_into(getattr(backbone, stem), bn))
+    backbone.bn1 = _what_stays(bn)
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm that directly follows a conv into that conv (in place).
 
-    Handles torchvision ResNet blocks (``convN``/``bnN``, ``downsample``), conv/BN pairs inside
-    ``nn.Sequential`` (VGG, the convnet backbones) and the ResNet stem, whose extra-channel conv is
-    added before ``bn1``: BN(a + b) = BN(a) + scale * b, so the extra conv is scaled, not biased.
+    Handles torchvision ResNet blocks (``convN``/``bnN``, ``downsample``), timm's EfficientNet blocks (their
+    BatchNormAct2d keeps its activation), conv/BN pairs inside ``nn.Sequential`` (VGG, the convnet backbones) and
+    the ResNet and EfficientNet stems with their extra-channel conv.
     """
     for child in list(module.modules()):
-        if isinstance(child, ResNetBackbone) and isinstance(child.bn1, nn.BatchNorm2d):
-            bn = child.bn1
-            scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach()
-            if child.extra_conv is not None:
-                child.extra_conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
-            child.conv1 = _fold_into(child.conv1, bn)
-            child.bn1 = nn.Identity()
-        for index in range(1, 4):
-            conv, bn = getattr(child, f"conv{index}", None), getattr(child, f"bn{index}", None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not isinstance(child, ResNetBackbone):
-                setattr(child, f"conv{index}", _fold_into(conv, bn))
-                setattr(child, f"bn{index}", nn.Identity())
+        if isinstance(child, (ResNetBackbone, EfficientNetBackbone)) and isinstance(child.bn1, nn.BatchNorm2d):
+            _fold_stem(child, "conv1" if isinstance(child, ResNetBackbone) else "conv_stem")
+            continue
+        for marker, pairs in _BLOCK_PAIRS:
+            if isinstance(getattr(child, marker, None), nn.Conv2d):
+                for conv_name, bn_name in pairs:
+                    conv, bn = getattr(child, conv_name, None), getattr(child, bn_name, None)
+                    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                        setattr(child, conv_name, _fold_into(conv, bn))
+                        setattr(child, bn_name, _what_stays(bn))
+                break
         if isinstance(child, nn.Sequential):
             layers = list(child)
             for i in range(len(layers) - 1):
                 if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
                     child[i] = _fold_into(layers[i], layers[i + 1])
-                    child[i + 1] = nn.Identity()
+                    child[i + 1] = _what_stays(layers[i + 1])
     return module
 
 
