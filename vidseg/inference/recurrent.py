@@ -65,6 +65,8 @@ class RecurrentPropagator(Propagator):
         online_steps: S2S-OL fine-tuning steps on the first frame's objects (0 = off); each video gets
             its own fine-tuned copy, so the shared network is not changed.
         online_lr, online_batch: learning rate and pairs per step of the fine-tuning.
+        inplace: optimise ``model`` itself instead of a copy (saves memory when the caller drops it; not with
+            online learning, which fine-tunes copies of the original).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class RecurrentPropagator(Propagator):
         online_lr: float = 1e-5,
         online_batch: int = 4,
         seed: int = 0,
+        inplace: bool = False,
     ):
         if dtype not in (*DTYPE_NAMES, "int8"):
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
@@ -96,6 +99,7 @@ class RecurrentPropagator(Propagator):
         self.online_lr = float(online_lr)
         self.online_batch = int(online_batch)
         self.seed = int(seed)
+        self.inplace = (inplace and not self.online_steps) or self.calibrated
         self.flow = DISFlow() if model.cfg.flow_prior else None
         model = model.to(self.device)
         # Keep the trainable network only for online learning; otherwise only the optimized copy stays alive.
@@ -104,7 +108,7 @@ class RecurrentPropagator(Propagator):
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         fast = optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype,
-                                      inplace=self.calibrated)
+                                      inplace=self.inplace)
         fast.decoder.border_head = None  # it only feeds the training loss: a full-size 42-channel map per object
         return fast
 
@@ -241,8 +245,9 @@ def propagator_from_checkpoint(
 def build_recurrent_propagator(
     content: dict[str, Any], source: str | os.PathLike, **options: Any
 ) -> RecurrentPropagator:
-    """The registry's builder (see :func:`propagator_from_checkpoint`)."""
-    return propagator_from_checkpoint(RecurrentPropagator, content, source, **options)
+    """The registry's builder (see :func:`propagator_from_checkpoint`); the freshly loaded network is optimised in
+    place."""
+    return propagator_from_checkpoint(RecurrentPropagator, content, source, inplace=True, **options)
 
 
 __all__ = ["RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "frame_tensor",
