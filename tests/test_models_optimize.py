@@ -130,3 +130,20 @@ def test_load_for_inference_rejects_unfolded_state_dict():
     model = _model("s2s++")
     with pytest.raises(RuntimeError):
         load_for_inference(model.cfg, model.state_dict())
+
+
+def test_wide_dense_convolutions_run_contiguous_in_a_channels_last_network():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1024, 16, 5, padding=2), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 1024, 6, 8)
+    with torch.inference_mode():
+        expected = model(x)
+    fast = optimize_for_inference(model)  # oneDNN runs such 5x5 convolutions faster in the contiguous layout
+    assert fast[0].weight.is_contiguous() and fast[2].weight.is_contiguous(memory_format=torch.channels_last)
+    seen = []
+    fast[0].register_forward_hook(lambda module, args, out: seen.append(args[0].is_contiguous()))
+    with torch.inference_mode():
+        out = copy.deepcopy(fast)(x.contiguous(memory_format=torch.channels_last))
+        fast(x.contiguous(memory_format=torch.channels_last))
+    assert seen == [True] and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
