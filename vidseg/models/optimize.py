@@ -111,13 +111,17 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     HS2S's ConvLSTMs), which run in the contiguous layout, their input and output converted. oneDNN measured on a
     2-core AVX-512 EPYC: 4096->4096 5x5 at 16x28 1.36x slower channels-last in float32 (1.21x in bfloat16), while
     depthwise and 1x1 convolutions run 1.4-2.6x faster channels-last."""
-    model.to(memory_format=torch.channels_last)
     for module in model.modules():
-        if type(module) is nn.Conv2d and _is_wide_dense(module) and not getattr(module, "_runs_contiguous", False):
-            module.weight.data = module.weight.data.contiguous()
-            module.register_forward_pre_hook(_contiguous_input)
-            module.register_forward_hook(_channels_last_output)
-            module._runs_contiguous = True
+        if type(module) is nn.Conv2d and _is_wide_dense(module):
+            if not getattr(module, "_runs_contiguous", False):
+                module.weight.data = module.weight.data.contiguous()
+                module.register_forward_pre_hook(_contiguous_input)
+                module.register_forward_hook(_channels_last_output)
+                module._runs_contiguous = True
+            continue
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            if tensor.dim() == 4:  # one copy per weight, as Module.to(memory_format=...) makes
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return model
 
 
