@@ -193,3 +193,39 @@ def test_without_detections_the_propagator_refines_the_warped_masks(squares, tra
     refined = blind.refine_masks(found, torch.from_numpy(warped)).numpy()
     assert np.allclose(outputs[True], refined, atol=1e-5)
     assert not np.allclose(outputs[True], warped, atol=1e-2)
+
+
+@pytest.mark.slow
+def test_int8_follows_float32_resumes_exactly_and_runs_as_an_int8_export(tmp_path, monkeypatch, squares, trained):
+    from vidseg.inference.int8_export import export_int8
+    from vidseg.inference.methods import build_propagator
+    from vidseg.io.masks import read_mask
+    from vidseg.models import quantize
+
+    monkeypatch.setattr(quantize, "MIN_WEIGHTS", 1)  # the tiny network's convolutions are all small
+    clip, first = write_clip(tmp_path, num_frames=6)
+
+    def masks(folder: str) -> np.ndarray:
+        return np.stack([read_mask(path) for path in sorted((tmp_path / folder).glob("*.png"))])
+
+    def int8() -> OVSNetPropagator:
+        return OVSNetPropagator(trained, max_side=96, dtype="int8")
+
+    segment_video(clip, [first], tmp_path / "float", method=OVSNetPropagator(trained, max_side=96), progress=False)
+    segment_video(clip, [first], tmp_path / "int8", method=int8(), progress=False)
+    assert (masks("int8") == masks("float")).mean() > 0.95
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(clip, [first], tmp_path / "out", progress=False, method=interrupt_at(int8(), 3))
+    segment_video(clip, [first], tmp_path / "out", method=int8(), progress=False, resume=True)
+    assert_same_masks(tmp_path / "out", tmp_path / "int8")
+
+    raw = save_checkpoint(tmp_path / "ovsnet.pt", {"method": "ovsnet", "model_config": trained.cfg.to_dict(),
+                                                   "model": trained.state_dict(), "meta": {"max_side": 96}})
+    frames, labels = squares
+    exported = export_int8(raw, tmp_path / "ovsnet-int8.pt", [(list(frames[:3]), labels[0])], "3 squares frames")
+    propagator = build_propagator(checkpoint=exported)
+    assert propagator.precision == ("int8", "auto: an int8 export") and quantize.is_int8(propagator.model)
+    segment_video(clip, [first], tmp_path / "export", method=propagator, progress=False)
+    assert (masks("export") == masks("float")).mean() > 0.9
+    with pytest.raises(ValueError, match="does not combine with online learning"):
+        OVSNetPropagator(trained, dtype="int8", online_steps=2)

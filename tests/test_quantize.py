@@ -190,3 +190,17 @@ def test_rvos_int8_follows_float32_and_resumes_exactly(monkeypatch, mode):
     assert (int8 == float32).mean() > 0.95  # an untrained network: many pixels near 0.5
     resumed, _ = segment("int8", resume_at=3)
     np.testing.assert_array_equal(resumed, int8)
+
+
+def test_auto_precision_gives_a_method_only_what_it_takes(monkeypatch):
+    from vidseg import machine
+    from vidseg.inference.methods import _resolve_precision
+    from vidseg.registry import get_method
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512_bf16"})
+    ovsnet, rvos = get_method("ovsnet"), get_method("rvos")
+    assert _resolve_precision(rvos, "auto", "cpu", None, None)[0] == "bfloat16"
+    assert _resolve_precision(ovsnet, "auto", "cpu", None, None) == ("float32", "auto: ovsnet runs in float32")
+    assert _resolve_precision(ovsnet, "int8", "cpu", None, None)[0] == "int8"
+    with pytest.raises(VidsegError, match="--dtype bfloat16 does not apply to ovsnet"):
+        _resolve_precision(ovsnet, "bfloat16", "cpu", None, None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from vidseg.constants import DTYPE_NAMES
 from vidseg.errors import VidsegError
 
 ENTRY_POINT_GROUP = "vidseg.methods"
@@ -39,6 +40,8 @@ class MethodSpec:
         zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
         options: the settings its propagator takes from ``vidseg segment`` (``max_side``, ``device``, ...);
             the CLI refuses the others for this method.
+        precisions: the float dtypes its propagator takes (with ``dtype`` among its options); ``auto`` picks
+            bfloat16 only where it is one of them.
         int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video) and runs
             int8 exports (``vidseg export --dtype int8``); it exposes ``model``, the network it runs, and
             ``optimize``, whether that network's BatchNorm is folded.
@@ -54,6 +57,7 @@ class MethodSpec:
     one_shot: bool = True
     zero_shot: bool = False
     options: tuple[str, ...] = ("max_side",)
+    precisions: tuple[str, ...] = DTYPE_NAMES
     int8: bool = False
 
     @property
@@ -105,8 +109,8 @@ _BUILTIN = (
                "flow-warped mask, then by re-ID embeddings, else the warped mask refined by mask-guided attention",
                propagator="vidseg.inference.ovsnet:build_ovsnet_propagator", config="vidseg.models.ovsnet:OVSNetConfig",
                model="vidseg.models.ovsnet:build_model", trainer="vidseg.training.ovsnet:OVSNetAdapter",
-               options=("max_side", "device", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid", "online_steps",
-                        "online_lr")),
+               options=("max_side", "device", "dtype", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid",
+                        "online_steps", "online_lr"), precisions=("float32",), int8=True),
 )
 
 _methods: dict[str, MethodSpec] = {}

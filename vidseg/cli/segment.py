@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="torch device for the network methods (cpu, cuda, cuda:1; default cpu)")
     parser.add_argument("--dtype", choices=SEGMENT_DTYPE_CHOICES,
                         help="network precision (default auto: bfloat16 where the device runs it natively -- a recent "
-                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; int8: the S2S family's "
-                             "large convolutions in int8 on the CPU, calibrated on the first frame)")
+                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; an int8 export runs in "
+                             "int8; int8: the large convolutions of the S2S family, RVOS and OVSNet in int8 on the "
+                             "CPU, calibrated on the first frame)")
     parser.add_argument("--max-side", type=int, default=None,
                         help="working resolution's longer side (default: the method's own, for networks the size "
                         "they were trained at)")

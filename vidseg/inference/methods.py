@@ -64,7 +64,7 @@ def _build_propagator(method: str | None, checkpoint: str | os.PathLike | None, 
                           fix="drop --checkpoint or choose a method with weights")
     precision = None
     if "dtype" in spec.options:
-        precision = _resolve_precision(options.get("dtype"), options.get("device", "cpu"), content, source)
+        precision = _resolve_precision(spec, options.get("dtype"), options.get("device", "cpu"), content, source)
         options["dtype"] = precision[0]
     on_cpu = str(options.get("device", "cpu")).startswith("cpu")
     if options.get("dtype") == "int8":
@@ -81,10 +81,10 @@ def _build_propagator(method: str | None, checkpoint: str | os.PathLike | None, 
     return propagator
 
 
-def _resolve_precision(dtype: str | None, device: str, content: dict[str, Any] | None,
+def _resolve_precision(spec: MethodSpec, dtype: str | None, device: str, content: dict[str, Any] | None,
                        source: os.PathLike | str | None) -> tuple[str, str]:
-    """(dtype, why): ``auto`` as :func:`vidseg.machine.resolve_dtype` says, except for an int8 export, which
-    runs in int8 only."""
+    """(dtype, why): ``auto`` as :func:`vidseg.machine.resolve_dtype` says where the method takes bfloat16 (float32
+    elsewhere), except for an int8 export, which runs in int8 only."""
     from vidseg.machine import resolve_dtype
     from vidseg.models.checkpoint import is_int8_checkpoint
 
@@ -94,7 +94,13 @@ def _resolve_precision(dtype: str | None, device: str, content: dict[str, Any] |
         if dtype != "int8":
             raise VidsegError(f"this checkpoint holds int8 weights (an int8 export); --dtype {dtype} cannot run it",
                               source, "use --dtype int8 or auto, or pass the float checkpoint it was exported from")
-    return resolve_dtype(dtype, device)
+    resolved, reason = resolve_dtype(dtype, device)
+    if resolved not in (*spec.precisions, "int8"):
+        if dtype not in (None, "auto"):
+            takes = ", ".join([*spec.precisions, *(["int8"] if spec.int8 else [])])
+            raise VidsegError(f"--dtype {dtype} does not apply to {spec.name}", fix=f"use one of: {takes}, auto")
+        return spec.precisions[0], f"auto: {spec.name} runs in {spec.precisions[0]}"
+    return resolved, reason
 
 
 def _warn_if_emulated_bf16() -> None:

@@ -44,6 +44,7 @@ from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.optimize import optimize_for_inference
 from vidseg.models.ovsnet import FrameDetections, OVSNet
 from vidseg.models.ovsnet_loss import MIN_PIXELS, object_target, ovsnet_losses
+from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
 
 PATHS = ("iou", "reid", "flow", "absent")
 
@@ -146,7 +147,8 @@ class OVSNetState:
     collections: dict[int, np.ndarray] = field(default_factory=dict)  # track -> (n, D) embeddings
     paths: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
     pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
-    model: OVSNet | None = field(default=None, repr=False)  # the per-video fine-tuned copy (online_steps > 0)
+    model: OVSNet | None = field(default=None, repr=False)  # the per-video fine-tuned (online) or int8 copy
+    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first given frame
 
 
 class OVSNetPropagator(Propagator):
@@ -163,6 +165,9 @@ class OVSNetPropagator(Propagator):
         rho_iou, rho_reid, reid_fraction, collection: the cascade's settings (default: the network config's).
         reid, refine: False leaves the re-ID path / the MGA refinement of the flow path out (the ablation).
         online_steps, online_lr: fine-tuning on the first given frame (0: off; see the module docstring).
+        dtype: ``float32``, or ``int8`` (CPU: the large convolutions of the backbone, FPN, RPN and mask head in int8,
+            calibrated on the video's first given frame; a network that is int8 already, an int8 export, runs as
+            it is and needs ``int8``).
         inplace: use ``model`` itself instead of a copy.
     """
 
@@ -184,10 +189,19 @@ class OVSNetPropagator(Propagator):
         refine: bool = True,
         online_steps: int = 0,
         online_lr: float = 1e-5,
+        dtype: str = "float32",
         inplace: bool = False,
     ):
         if flow not in FLOW_NAMES:
             raise ValueError(f"flow must be one of {', '.join(FLOW_NAMES)}, got {flow!r}")
+        if dtype not in ("float32", "int8"):
+            raise ValueError(f"dtype must be float32 or int8, got {dtype!r}")
+        if dtype == "int8" and online_steps:
+            raise ValueError("int8 does not combine with online learning (online_steps)")
+        self.int8, self.calibrated = dtype == "int8", is_int8(model)
+        if self.calibrated and not self.int8:
+            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
+        self.optimize = False  # BatchNorm is not folded: torchvision's detection backbones freeze theirs
         self.device = torch.device(device)
         self.max_side = int(max_side)
         cfg = model.cfg
@@ -260,6 +274,10 @@ class OVSNetPropagator(Propagator):
                     labels[update.probabilities[k] > 0.5] = k + 1
                 state.model = first_frame_finetune(self.model, frame, labels, self.online_steps, self.online_lr)
                 pending = {**pending, "detections": None}  # detections of the network before fine-tuning
+            if self.int8 and not self.calibrated and state.int8 is None:
+                state.int8 = calibrate_convs(self.model, lambda: self._detect(self.model, frame))
+                state.model = quantize_convs(self.model, state.int8)
+                pending = {**pending, "detections": None}  # detections of the float network
             model = self._network(state)
             detections = pending.get("detections") or self._detect(model, frame)
             given = self._embed_masks(model, detections, update.probabilities[rows])
@@ -287,7 +305,8 @@ class OVSNetPropagator(Propagator):
     def state_dict(self, state: OVSNetState) -> dict[str, Any]:
         return {"tracks": list(state.tracks), "previous": state.previous, "probabilities": state.probabilities,
                 "collections": [state.collections[t] for t in state.tracks], "paths": dict(state.paths),
-                "model": None if state.model is None else state.model.state_dict()}
+                "model": None if state.model is None or state.int8 is not None else state.model.state_dict(),
+                "int8": state.int8}
 
     def load_state_dict(self, saved: dict[str, Any]) -> OVSNetState:
         tracks = [int(t) for t in saved["tracks"]]
@@ -303,8 +322,16 @@ class OVSNetPropagator(Propagator):
             model.load_state_dict(saved["model"])
         elif self.online_steps and tracks:
             raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
+        int8 = saved.get("int8")
+        if int8 is not None:
+            if not self.int8:
+                raise ValueError("the saved state ran in int8; resume with --dtype int8")
+            int8 = {name: tuple(values) for name, values in int8.items()}
+            model = quantize_convs(self.model, int8)
+        elif self.int8 and not self.calibrated and tracks:
+            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
         paths = {k: int(v) for k, v in saved["paths"].items()}
-        return OVSNetState(tracks, previous, probabilities, collections, paths, model=model)
+        return OVSNetState(tracks, previous, probabilities, collections, paths, model=model, int8=int8)
 
 
 def build_ovsnet_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> OVSNetPropagator:

@@ -125,6 +125,17 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def _holds_loose_meta_tensors(model: nn.Module) -> bool:
+    """Whether a module of ``model`` keeps meta tensors outside its parameters and buffers (torchvision's anchor
+    generator keeps its cell anchors in a list)."""
+    for module in model.modules():
+        for value in vars(module).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(item, torch.Tensor) and item.is_meta for item in items):
+                return True
+    return False
+
+
 def load_for_inference(
     config,
     state_dict: dict[str, torch.Tensor],
@@ -138,7 +149,8 @@ def load_for_inference(
 
     ``state_dict`` must come from ``optimize_for_inference(model, fold_bn=..., dtype=...).state_dict()`` with
     the same ``fold_bn``, possibly with int8 convolutions (:func:`vidseg.models.quantize.quantize_convs`). The
-    network (the registry's model of ``config.method``) is built on the ``meta`` device (no memory), given the
+    network (the registry's model of ``config.method``) is built on the ``meta`` device (no memory; on the CPU when
+    a module keeps tensors outside its parameters and buffers, as torchvision's detectors do), given the
     folded structure and the int8 convolutions there, and the tensors of ``state_dict`` are taken over as they
     are (``assign``, no copy). So a bfloat16 or int8 HS2S never holds its 1.5 GB of float32 weights: peak
     memory is the state dict plus activations. The int8 convolutions' entries are removed from ``state_dict``
@@ -148,8 +160,12 @@ def load_for_inference(
     from vidseg.models.quantize import int8_names, int8_shells
     from vidseg.registry import get_method
 
+    build = get_method(config.method).load("model")
     with torch.device("meta"):
-        model = get_method(config.method).load("model")(config)
+        model = build(config)
+    if _holds_loose_meta_tensors(model):  # they are not in a state dict: build it on the CPU instead
+        model = build(config)
+    with torch.device("meta"):
         optimize_for_inference(model, fold_bn=fold_bn, channels_last=False, dtype=dtype, inplace=True)
     for name in dropped:
         parent, _, child = name.rpartition(".")
