@@ -13,8 +13,8 @@ Variants:
   network is loaded with ``load_for_inference`` from the optimized state dict (written by a preparation
   process), so the bfloat16 run never holds float32 weights.
 * ``ours-int8`` — ``ours-fp32`` with its large convolutions in int8 (:mod:`vidseg.models.quantize`), calibrated
-  as ``vidseg segment --dtype int8`` does: on the first frame (``init_state`` and one ``step`` onto it). The
-  float32 network is loaded first, so the peak RSS holds both.
+  on the first frame (``init_state`` and one ``step`` onto it; ``vidseg segment --dtype int8`` takes 16 steps,
+  which changes the scales, not the speed). The float32 network is loaded first, so the peak RSS holds both.
 * ``ours-int8-export`` — the int8 network as ``vidseg export --dtype int8`` writes it (calibrated once, here on the
   first frame at 256x448 with one object), loaded with ``load_for_inference``: no float32 weights are ever held.
 * ``ref-grad`` — the way the official code runs the same network: float32, BatchNorm unfolded, contiguous
@@ -98,7 +98,7 @@ def _prepare(method: str, folder: Path) -> None:
 
 
 def _calibrate(model: torch.nn.Module, frame: torch.Tensor, masks: torch.Tensor) -> dict:
-    """int8 parameters as ``vidseg segment --dtype int8`` calibrates: ``init_state`` and one ``step`` onto the frame."""
+    """int8 parameters observed over ``init_state`` and one ``step`` onto the frame."""
     from vidseg.models.quantize import calibrate_convs
 
     first = frame.contiguous(memory_format=torch.channels_last)
