@@ -127,10 +127,13 @@ class Int8Conv2d(nn.Module):
     def take_state(self, state_dict: dict[str, Tensor], prefix: str) -> None:
         """Fill this convolution from ``state_dict``, removing its entries: each int8 weight is freed as soon as it is
         packed, so loading a network this way holds its int8 weights about once, not twice or three times."""
-        bias = state_dict.pop(prefix + "bias").float() if self.has_bias else None
-        scales = state_dict.pop(prefix + "weight_scale").float()
-        params = tuple(state_dict.pop(prefix + "activation").tolist())
-        self._pack(state_dict.pop(prefix + "weight"), scales, bias, params)
+        self._fill(state_dict, prefix, state_dict.pop)
+
+    def _fill(self, state_dict: dict[str, Tensor], prefix: str, get: Callable[[str], Tensor]) -> None:
+        bias = get(prefix + "bias").float() if self.has_bias else None
+        scales = get(prefix + "weight_scale").float()
+        params = tuple(get(prefix + "activation").tolist())
+        self._pack(get(prefix + "weight"), scales, bias, params)
 
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         values, scales, bias = self._unpacked()
@@ -149,13 +152,11 @@ class Int8Conv2d(nn.Module):
         if missing:
             missing_keys.extend(missing)
             return
-        values = state_dict[prefix + "weight"]
-        if values.dtype != torch.int8:
-            error_msgs.append(f"{prefix}weight: an int8 convolution needs int8 weights, got {values.dtype}")
+        if state_dict[prefix + "weight"].dtype != torch.int8:
+            error_msgs.append(f"{prefix}weight: an int8 convolution needs int8 weights, got "
+                              f"{state_dict[prefix + 'weight'].dtype}")
             return
-        bias = state_dict[prefix + "bias"].float() if self.has_bias else None
-        self._pack(values, state_dict[prefix + "weight_scale"].float(), bias,
-                   tuple(state_dict[prefix + "activation"].tolist()))
+        self._fill(state_dict, prefix, state_dict.__getitem__)
 
     def __deepcopy__(self, memo: dict) -> Int8Conv2d:
         copied = self.__class__.__new__(self.__class__)
