@@ -44,7 +44,7 @@ from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.optimize import optimize_for_inference
 from vidseg.models.ovsnet import FrameDetections, OVSNet
 from vidseg.models.ovsnet_loss import MIN_PIXELS, object_target, ovsnet_losses
-from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
+from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
 
 PATHS = ("iou", "reid", "flow", "absent")
 
@@ -198,9 +198,7 @@ class OVSNetPropagator(Propagator):
             raise ValueError(f"dtype must be float32 or int8, got {dtype!r}")
         if dtype == "int8" and online_steps:
             raise ValueError("int8 does not combine with online learning (online_steps)")
-        self.int8, self.calibrated = dtype == "int8", is_int8(model)
-        if self.calibrated and not self.int8:
-            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
+        self.int8, self.calibrated = dtype == "int8", check_int8_network(model, dtype)
         self.optimize = False  # BatchNorm is not folded: torchvision's detection backbones freeze theirs
         self.device = torch.device(device)
         self.max_side = int(max_side)
@@ -322,14 +320,9 @@ class OVSNetPropagator(Propagator):
             model.load_state_dict(saved["model"])
         elif self.online_steps and tracks:
             raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
-        int8 = saved.get("int8")
-        if int8 is not None:
-            if not self.int8:
-                raise ValueError("the saved state ran in int8; resume with --dtype int8")
-            int8 = {name: tuple(values) for name, values in int8.items()}
-            model = quantize_convs(self.model, int8)
-        elif self.int8 and not self.calibrated and tracks:
-            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
+        int8, int8_model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated, bool(tracks))
+        if int8_model is not None:
+            model = int8_model
         paths = {k: int(v) for k, v in saved["paths"].items()}
         return OVSNetState(tracks, previous, probabilities, collections, paths, model=model, int8=int8)
 

@@ -23,7 +23,7 @@ from vidseg.inference.flow import DISFlow, warp_with_flow
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.checkpoint import model_from_checkpoint, working_side
 from vidseg.models.optimize import optimize_for_inference
-from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
+from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
 
 
 # Steps of the per-video int8 calibration. Chosen on 8 DAVIS-2016 training videos (bundled S2S++, J&F against
@@ -91,9 +91,7 @@ class RecurrentPropagator(Propagator):
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
         if dtype == "int8" and online_steps:
             raise ValueError("int8 does not combine with online learning (online_steps)")
-        self.calibrated = is_int8(model)  # an int8 export: no per-video calibration, no float32 copy
-        if self.calibrated and dtype != "int8":
-            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
+        self.calibrated = check_int8_network(model, dtype)  # an int8 export: no per-video calibration, no float32 copy
         self.device = torch.device(device)
         self.int8 = dtype == "int8"
         self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
@@ -199,13 +197,10 @@ class RecurrentPropagator(Propagator):
             state.model.load_state_dict(saved["model"])
         elif self.model is None:
             raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
-        if saved.get("int8") is not None:
-            if not self.int8:
-                raise ValueError("the saved state ran in int8; resume with --dtype int8")
-            state.int8 = {name: tuple(values) for name, values in saved["int8"].items()}
-            state.model = quantize_convs(self.model, state.int8)
-        elif self.int8 and not self.calibrated and state.tracks:
-            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
+        state.int8, int8_model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated,
+                                             bool(state.tracks))
+        if int8_model is not None:
+            state.model = int8_model
         return state
 
 

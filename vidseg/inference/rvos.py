@@ -34,7 +34,7 @@ from vidseg.inference.recurrent import (
 )
 from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.models.optimize import optimize_for_inference
-from vidseg.models.quantize import QParams, calibrate_convs, is_int8, quantize_convs
+from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
 
 FREE = 0  # a slot without a track
 REMOVED = -1  # a zero-shot slot whose track the user removed: never reported again
@@ -80,9 +80,7 @@ class RVOSPropagator(Propagator):
     ):
         if dtype not in (*DTYPE_NAMES, "int8"):
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
-        self.calibrated = is_int8(model)
-        if self.calibrated and dtype != "int8":
-            raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
+        self.calibrated = check_int8_network(model, dtype)
         self.device = torch.device(device)
         self.int8 = dtype == "int8"
         self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
@@ -264,13 +262,8 @@ class RVOSPropagator(Propagator):
         previous = None if saved["previous"] is None else saved["previous"].to(self.device)
         state = RVOSState([int(t) for t in saved["slot_tracks"]], temporal, previous, int(saved["highest"]),
                           bool(saved["bound"]))
-        if saved.get("int8") is not None:
-            if not self.int8:
-                raise ValueError("the saved state ran in int8; resume with --dtype int8")
-            state.int8 = {name: tuple(values) for name, values in saved["int8"].items()}
-            state.model = quantize_convs(self.model, state.int8)
-        elif self.int8 and not self.calibrated and temporal is not None:
-            raise ValueError("the saved state did not run in int8; resume with the same --dtype")
+        state.int8, state.model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated,
+                                              temporal is not None)
         return state
 
 

@@ -178,6 +178,30 @@ def is_int8(model: nn.Module) -> bool:
     return any(isinstance(m, Int8Conv2d) for m in model.modules())
 
 
+def check_int8_network(model: nn.Module, dtype: str) -> bool:
+    """Whether ``model`` is int8 already (an int8 export, calibrated once); such a network runs in int8 only."""
+    calibrated = is_int8(model)
+    if calibrated and dtype != "int8":
+        raise ValueError(f"this network holds int8 weights (an int8 export): run it with dtype int8, not {dtype}")
+    return calibrated
+
+
+def resume_int8(model: nn.Module, saved: QParams | None, int8: bool, calibrated: bool,
+                started: bool) -> tuple[QParams | None, nn.Module | None]:
+    """A propagator's per-video int8 state from what its ``state_dict`` kept (``saved``: the calibrated parameters,
+    or None): the parameters and this video's int8 copy of the float ``model``, or (None, None). ``int8``: the
+    propagator runs in int8; ``calibrated``: its network is an int8 export; ``started``: the saved video had begun.
+    A state saved in another precision than the propagator's is refused."""
+    if saved is not None:
+        if not int8:
+            raise ValueError("the saved state ran in int8; resume with --dtype int8")
+        params = {name: tuple(values) for name, values in saved.items()}
+        return params, quantize_convs(model, params)
+    if int8 and not calibrated and started:
+        raise ValueError("the saved state did not run in int8; resume with the same --dtype")
+    return None, None
+
+
 def int8_shells(model: nn.Module, names: list[str]) -> None:
     """Replace the named convolutions of ``model`` (in place; e.g. one built on the ``meta`` device) with empty
     :class:`Int8Conv2d` that ``load_state_dict`` fills, so an int8 network loads without its float weights."""
@@ -214,5 +238,5 @@ def quantize_convs(model: nn.Module, params: QParams) -> nn.Module:
     return out
 
 
-__all__ = ["MIN_WEIGHTS", "Int8Conv2d", "QParams", "calibrate_convs", "eligible_convs", "int8_names", "int8_shells",
-           "is_int8", "quantize_convs", "select_engine"]
+__all__ = ["MIN_WEIGHTS", "Int8Conv2d", "QParams", "calibrate_convs", "check_int8_network", "eligible_convs",
+           "int8_names", "int8_shells", "is_int8", "quantize_convs", "resume_int8", "select_engine"]
