@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from conftest import moving_squares
 
 from vidseg.errors import VidsegError
@@ -14,8 +15,8 @@ def iou(a, b):
 
 
 def test_aggregate_is_exclusive_and_keeps_confident_objects():
-    p = np.array([[[0.9, 0.1]], [[0.8, 0.05]]], np.float32)  # (K=2, 1, 2)
-    out = aggregate(p)
+    p = torch.tensor([[[0.9, 0.1]], [[0.8, 0.05]]])  # (K=2, 1, 2)
+    out = aggregate(p).numpy()
     assert out.shape == (3, 1, 2)
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)
     assert out[:, 0, 0].argmax() == 1 and out[:, 0, 1].argmax() == 0

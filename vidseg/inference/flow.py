@@ -205,7 +205,7 @@ class FlowPropagator(Propagator):
     def commit(self, state: FlowState, frame: np.ndarray, update: FrameUpdate) -> None:
         state.previous_gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         state.tracks = list(update.tracks)
-        probabilities = update.probabilities
+        probabilities = update.probabilities.cpu().numpy()
         if self.sharpness > 0:
             probabilities = 1.0 / (1.0 + np.exp(-self.sharpness * (probabilities - 0.5)))
         state.probabilities = probabilities.astype(np.float32)

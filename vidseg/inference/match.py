@@ -87,7 +87,7 @@ class MatchPropagator(Propagator):
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
         maps = F.interpolate(labels[None], size=size, mode="bilinear", align_corners=False)[0]
-        return Prediction(list(state.tracks), maps.clamp(0, 1).cpu().numpy(), exclusive=True)
+        return Prediction(list(state.tracks), maps.clamp(0, 1), exclusive=True)
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         features = state.pending if state.pending is not None else self._encode(frame)[0]
@@ -95,7 +95,7 @@ class MatchPropagator(Propagator):
             remap = _remap(state.tracks, update.tracks)
             state.anchors = [(f, _reorder(labels, remap)) for f, labels in state.anchors]
             state.recent = [(f, _reorder(labels, remap)) for f, labels in state.recent[-self.memory:]]
-            probabilities = torch.from_numpy(update.probabilities).to(self.device)
+            probabilities = update.probabilities.to(self.device)
             cells = memory_labels(probabilities, self.features.stride)
             (state.anchors if update.given else state.recent).append((features, cells))
             if self.memory == 0:
@@ -132,7 +132,7 @@ class RefinedMatchPropagator(MatchPropagator):
             state.pending_labels = labels
         rows = torch.zeros(len(labels), dtype=torch.long, device=labels.device)
         logits = self.model.refine(levels, rows, object_labels(labels), size)
-        return Prediction(list(state.tracks), torch.sigmoid(logits[:, 0]).float().cpu().numpy())
+        return Prediction(list(state.tracks), torch.sigmoid(logits[:, 0]).float())
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
@@ -140,7 +140,7 @@ class RefinedMatchPropagator(MatchPropagator):
             with torch.inference_mode():
                 maps = F.interpolate(_reorder(state.pending_labels, remap)[None], size=update.probabilities.shape[1:],
                                      mode="bilinear", align_corners=False)[0].clamp(0, 1)
-            update = dataclasses.replace(update, probabilities=maps.cpu().numpy())
+            update = dataclasses.replace(update, probabilities=maps)
         super().commit(state, frame, update)
 
 

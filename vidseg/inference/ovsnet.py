@@ -259,6 +259,7 @@ class OVSNetPropagator(Propagator):
 
     def commit(self, state: OVSNetState, frame: np.ndarray, update: FrameUpdate) -> None:
         pending = state.pending or {}
+        maps = update.probabilities.cpu().numpy()
         keep = self.cfg.collection
         collections = {t: c for t, c in state.collections.items() if t in update.tracks and t not in update.given}
         for track, embedding in pending.get("joining", {}).items():
@@ -269,7 +270,7 @@ class OVSNetPropagator(Propagator):
             if self.online_steps and state.model is None:
                 labels = np.zeros(frame.shape[:2], np.uint8)
                 for k in rows:
-                    labels[update.probabilities[k] > 0.5] = k + 1
+                    labels[maps[k] > 0.5] = k + 1
                 state.model = first_frame_finetune(self.model, frame, labels, self.online_steps, self.online_lr)
                 pending = {**pending, "detections": None}  # detections of the network before fine-tuning
             if self.int8 and not self.calibrated and state.int8 is None:
@@ -278,7 +279,7 @@ class OVSNetPropagator(Propagator):
                 pending = {**pending, "detections": None}  # detections of the float network
             model = self._network(state)
             detections = pending.get("detections") or self._detect(model, frame)
-            given = self._embed_masks(model, detections, update.probabilities[rows])
+            given = self._embed_masks(model, detections, maps[rows])
             collections.update(zip(update.given, given))
         for track in update.tracks:
             collections.setdefault(track, np.zeros((0, self.cfg.reid_dim), np.float32))
@@ -287,7 +288,7 @@ class OVSNetPropagator(Propagator):
             paths[path] += 1
         state.tracks = list(update.tracks)
         state.previous = np.array(frame, dtype=np.uint8)
-        state.probabilities = update.probabilities.astype(np.float32)
+        state.probabilities = maps.astype(np.float32)
         state.collections, state.paths, state.pending = collections, paths, None
 
     def _embed_masks(self, model: OVSNet, detections: FrameDetections, masks: np.ndarray) -> list[np.ndarray]:

@@ -133,7 +133,7 @@ class RecurrentPropagator(Propagator):
                 backward = torch.from_numpy(self.flow(frame, state.previous_frame))[None]
                 prior = warp_with_flow(state.previous.float(), backward).to(self.dtype)
             out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network, prior)
-            return Prediction(list(state.tracks), torch.sigmoid(out.logits[:, 0].float()).cpu().numpy())
+            return Prediction(list(state.tracks), torch.sigmoid(out.logits[:, 0].float()))
 
     def commit(self, state: RecurrentState, frame: np.ndarray, update: FrameUpdate) -> None:
         given = [update.tracks.index(t) for t in update.given]
@@ -142,13 +142,13 @@ class RecurrentPropagator(Propagator):
 
             labels = np.zeros(frame.shape[:2], np.uint8)
             for k in given:
-                labels[update.probabilities[k] > 0.5] = k + 1
+                labels[update.probabilities[k].cpu().numpy() > 0.5] = k + 1
             tuned = online_finetune(self.trainable, frame, labels, self.online_steps, self.online_lr,
                                     self.online_batch, self.seed)
             state.model = self._prepare(tuned)
         with torch.inference_mode():
             x = self._frame_tensor(frame)
-            previous = torch.from_numpy(update.probabilities).to(self.device, self.dtype)[:, None]
+            previous = update.probabilities.to(self.device, self.dtype)[:, None]
             if self.int8 and not self.calibrated and state.int8 is None and given:
                 state.int8 = self._calibrate(state.model, x, previous[given])
                 state.model = quantize_convs(self.model, state.int8)

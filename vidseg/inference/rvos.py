@@ -185,7 +185,8 @@ class RVOSPropagator(Propagator):
             if track in state.slot_tracks:
                 state.slot_tracks[state.slot_tracks.index(track)] = FREE if self.one_shot else REMOVED
         pending, state.pending = state.pending, None
-        given = {track: update.probabilities[k] for k, track in enumerate(update.tracks) if track in update.given}
+        given = {track: update.probabilities[k].cpu().numpy() for k, track in enumerate(update.tracks)
+                 if track in update.given}
         with torch.inference_mode():
             if self.one_shot:
                 self._commit_one_shot(state, frame, pending, given)

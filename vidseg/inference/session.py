@@ -18,6 +18,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from vidseg.constants import MAX_OBJECT_ID, VOID_ID
 from vidseg.io.masks import object_ids
@@ -29,14 +32,15 @@ _EPS = 1e-6
 class Prediction:
     """What a propagator predicts for one frame, at its working size.
 
-    ``probabilities`` (K, h, w) float32 holds one map per entry of ``tracks``; ``scores`` (K,) are
-    optional confidences; ``exclusive`` says the maps already compete (each pixel sums to at most 1), so
-    the session does not need to merge independent maps.
+    ``probabilities`` (K, h, w) holds one map per entry of ``tracks``: a tensor (kept on the method's device: the
+    session merges, resizes and decides there, and copies to the host once per frame, for the mask) or a float32
+    array (methods that work in NumPy); ``scores`` (K,) are optional confidences; ``exclusive`` says the maps
+    already compete (each pixel sums to at most 1), so the session does not need to merge independent maps.
     """
 
     tracks: list[int]
-    probabilities: np.ndarray
-    scores: np.ndarray | None = None
+    probabilities: Tensor | np.ndarray
+    scores: Tensor | np.ndarray | None = None
     exclusive: bool = False
 
     @classmethod
@@ -48,15 +52,19 @@ class Prediction:
 class FrameUpdate:
     """The session's final decision for one frame, handed back to the propagator in ``commit``.
 
-    ``probabilities`` (K, h, w) are the exclusive final maps of ``tracks`` (user masks applied);
+    ``probabilities`` (K, h, w) float32 tensor: the exclusive final maps of ``tracks`` (user masks applied), on the
+    device of the frame's prediction (the CPU for methods that predict in NumPy, and before any prediction);
     ``given`` lists the tracks started or restarted from a user mask at this frame; ``removed`` the tracks
     the user removed since the last frame (absent from ``tracks``).
     """
 
     tracks: list[int]
-    probabilities: np.ndarray
+    probabilities: Tensor
     given: list[int] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.probabilities = torch.as_tensor(self.probabilities, dtype=torch.float32)
 
 
 class Propagator(ABC):
@@ -156,33 +164,34 @@ class ObjectManager:
         self.used_ids = {int(i) for i in saved["used_ids"]}
 
 
-def aggregate(probabilities: np.ndarray) -> np.ndarray:
+def aggregate(probabilities: Tensor) -> Tensor:
     """Soft aggregation of K independent object probabilities into K+1 exclusive ones.
 
     Background probability is prod(1 - p_k); the K+1 odds are normalised with a softmax over logits,
     so overlapping objects compete and every pixel's probabilities sum to 1. Returns (K+1, h, w).
     """
-    p = np.clip(probabilities, _EPS, 1 - _EPS)
-    background = np.clip(np.prod(1 - p, axis=0, keepdims=True), _EPS, 1 - _EPS)
-    stacked = np.concatenate([background, p], axis=0)
-    logits = np.log(stacked) - np.log1p(-stacked)
-    logits -= logits.max(axis=0, keepdims=True)
-    odds = np.exp(logits)
-    return (odds / odds.sum(axis=0, keepdims=True)).astype(np.float32)
+    p = probabilities.float().clamp(_EPS, 1 - _EPS)
+    background = torch.prod(1 - p, dim=0, keepdim=True).clamp(_EPS, 1 - _EPS)
+    stacked = torch.cat([background, p])
+    return torch.softmax(torch.log(stacked) - torch.log1p(-stacked), dim=0)
 
 
-def with_background(probabilities: np.ndarray) -> np.ndarray:
+def with_background(probabilities: Tensor) -> Tensor:
     """Exclusive K maps -> K+1 with background = what the objects leave."""
-    background = np.clip(1.0 - probabilities.sum(axis=0, keepdims=True), 0.0, 1.0)
-    return np.concatenate([background, probabilities], axis=0).astype(np.float32)
+    probabilities = probabilities.float()
+    background = (1.0 - probabilities.sum(0, keepdim=True)).clamp(0.0, 1.0)
+    return torch.cat([background, probabilities])
 
 
-def _resize_channels(maps: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
-    """Resize (C, h, w) maps to (C, H, W)."""
-    height, width = size
-    if maps.shape[1:] == (height, width):
-        return maps
-    return np.stack([cv2.resize(m, (width, height), interpolation=interpolation) for m in maps])
+def first_argmax(maps: Tensor) -> Tensor:
+    """``maps.argmax(0)`` (the first channel among equals) of (C, H, W) maps as int64 (H, W), by C - 1 comparisons:
+    a reduction over the outer dimension, which torch's argmax runs slowly on the CPU."""
+    best, index = maps[0], torch.zeros(maps.shape[1:], dtype=torch.long, device=maps.device)
+    for channel in range(1, len(maps)):
+        better = maps[channel] > best
+        index.masked_fill_(better, channel)
+        best = torch.maximum(best, maps[channel])
+    return index
 
 
 class InferenceSession:
@@ -251,14 +260,18 @@ class InferenceSession:
         self._tracks = list(tracks)
         return self._to_output(exclusive, [self.objects.object_of(t) for t in tracks], new_masks, given_ids)
 
-    def _adopt(self, prediction: Prediction) -> tuple[list[int], np.ndarray, list[float]]:
+    def _adopt(self, prediction: Prediction) -> tuple[list[int], Tensor, list[float]]:
         """Map the predicted tracks to objects; drop removed tracks and tracks beyond the id range."""
         self.objects.see(prediction.tracks)
         keep = [i for i, t in enumerate(prediction.tracks)
                 if t not in self._removed and self.objects.adopt(t) is not None]
-        scores = prediction.scores if prediction.scores is not None else np.full(len(prediction.tracks), np.nan)
+        scores = (np.full(len(prediction.tracks), np.nan) if prediction.scores is None else
+                  torch.as_tensor(prediction.scores).float().cpu().numpy())
         tracks = [prediction.tracks[i] for i in keep]
-        return tracks, prediction.probabilities[keep], [float(scores[i]) for i in keep]
+        probabilities = torch.as_tensor(prediction.probabilities)
+        if keep != list(range(len(prediction.tracks))):
+            probabilities = probabilities[keep]
+        return tracks, probabilities, [float(scores[i]) for i in keep]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this video after the last :meth:`step` (see
@@ -310,35 +323,38 @@ class InferenceSession:
         return cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
 
     def _apply_masks(
-        self, exclusive: np.ndarray, tracks: list[int], masks: np.ndarray, given_ids: list[int]
-    ) -> tuple[np.ndarray, list[int], list[int]]:
+        self, exclusive: Tensor, tracks: list[int], masks: np.ndarray, given_ids: list[int]
+    ) -> tuple[Tensor, list[int], list[int]]:
         """Put the user's objects into the (K+1) probabilities: they own their pixels outright."""
         height, width = self._working_size
-        small = cv2.resize(masks, (width, height), interpolation=cv2.INTER_NEAREST)
+        small = torch.from_numpy(cv2.resize(masks, (width, height), interpolation=cv2.INTER_NEAREST))
+        small = small.to(exclusive.device)
         tracks = list(tracks)
         given_tracks = []
         for object_id in given_ids:
             track = self.objects.add_user_object(object_id)
             if track not in tracks:
                 tracks.append(track)
-                exclusive = np.concatenate([exclusive, np.zeros((1, height, width), np.float32)])
+                exclusive = torch.cat([exclusive, exclusive.new_zeros((1, height, width))])
             given_tracks.append(track)
+        exclusive = exclusive.clone()  # the prediction's maps may be the method's own
         given_region = (small > 0) & (small != VOID_ID)
         exclusive[:, given_region] = 0.0
         for track in given_tracks:
             channel = tracks.index(track) + 1
-            exclusive[channel] = 0.0
-            exclusive[channel][small == self.objects.object_of(track)] = 1.0
+            exclusive[channel] = (small == self.objects.object_of(track)).float()
         # Pixels a restarted object no longer covers go to background.
-        exclusive[0] = np.clip(1.0 - exclusive[1:].sum(axis=0), 0.0, 1.0)
+        exclusive[0] = (1.0 - exclusive[1:].sum(0)).clamp(0.0, 1.0)
         return exclusive, tracks, given_tracks
 
     def _to_output(
-        self, exclusive: np.ndarray, ids: list[int], masks: np.ndarray | None, given_ids: list[int]
+        self, exclusive: Tensor, ids: list[int], masks: np.ndarray | None, given_ids: list[int]
     ) -> np.ndarray:
-        full = _resize_channels(exclusive, self.frame_size, cv2.INTER_LINEAR)
+        height, width = self.frame_size
+        if exclusive.shape[1:] != (height, width):
+            exclusive = F.interpolate(exclusive[None], size=(height, width), mode="bilinear", align_corners=False)[0]
         lookup = np.array([0, *ids], dtype=np.uint8)
-        output = lookup[np.argmax(full, axis=0)]
+        output = lookup[first_argmax(exclusive).cpu().numpy()]
         if masks is not None and given_ids:
             # The user's masks are exact at their own resolution.
             output[np.isin(output, given_ids)] = 0
