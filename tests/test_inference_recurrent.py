@@ -10,7 +10,8 @@ from conftest import moving_squares, tiny_network
 from vidseg.cli.main import main
 from vidseg.errors import VidsegError
 from vidseg.inference.methods import build_propagator
-from vidseg.inference.recurrent import RecurrentPropagator, working_size_multiple_of_32
+from vidseg.inference.network import scaled_size
+from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.inference.session import FrameUpdate, InferenceSession
 from vidseg.io.masks import read_mask
 from vidseg.models.checkpoint import save_checkpoint
@@ -22,10 +23,10 @@ def write_tiny_checkpoint(path, name="hs2s"):
 
 
 def test_working_size_is_a_multiple_of_32():
-    assert working_size_multiple_of_32(240, 427, 448) == (256, 448)
-    assert working_size_multiple_of_32(480, 854, 448) == (256, 448)
-    assert working_size_multiple_of_32(1080, 1920, 864) == (480, 864)
-    assert working_size_multiple_of_32(10, 10, 448) == (448, 448)
+    assert scaled_size(240, 427, 448) == (256, 448)
+    assert scaled_size(480, 854, 448) == (256, 448)
+    assert scaled_size(1080, 1920, 864) == (480, 864)
+    assert scaled_size(10, 10, 448) == (448, 448)
 
 
 @pytest.mark.parametrize("name", ["s2s", "s2s++", "hs2s", "hs2s_sim", "hs2s_match"])

@@ -218,6 +218,7 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
     from vidseg.data.synth import SynthClip, SynthConfig
     from vidseg.evaluation import evaluate_sequence_arrays
     from vidseg.inference.methods import build_propagator
+    from vidseg.inference.network import NetworkPropagator
     from vidseg.inference.session import InferenceSession
 
     height, width = size
@@ -236,8 +237,9 @@ def measure_speed(method: str, size: tuple[int, int], objects: int, settings: Be
     propagator = build_propagator(method, checkpoint, **options)
     row["build_s"] = time.perf_counter() - start
     row["working_size"] = size_name(propagator.working_size(height, width))
-    if settings.compile and getattr(propagator, "model", None) is not None:
-        # torch.compile(module) would compile only forward(); the session runs the network through step().
+    if settings.compile and isinstance(propagator, NetworkPropagator) and hasattr(propagator.model, "step"):
+        # torch.compile(module) would compile only forward(); the S2S family runs the network through step()
+        # (the other networks run through several methods: not compiled).
         propagator.model.step = torch.compile(propagator.model.step)
         row["compiled"] = True
     sync = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)

@@ -23,6 +23,7 @@ import torch
 from vidseg import __version__
 from vidseg.errors import VidsegError
 from vidseg.inference.methods import build_propagator
+from vidseg.inference.network import NetworkPropagator
 from vidseg.inference.session import InferenceSession
 from vidseg.io.atomic import atomic_path
 from vidseg.models.checkpoint import is_int8_checkpoint, model_from_checkpoint, read_checkpoint, save_checkpoint
@@ -96,6 +97,9 @@ def export_int8(
     if is_int8_checkpoint(content):
         raise VidsegError("this checkpoint is an int8 export already", source, "export the float checkpoint")
     propagator = build_propagator(checkpoint=source, device="cpu", dtype="float32")
+    if not isinstance(propagator, NetworkPropagator):  # the registry's promise for int8 methods
+        raise VidsegError(f"{spec.name}'s propagator does not run a network vidseg can calibrate", source,
+                          "build it on vidseg.inference.network.NetworkPropagator")
     network = propagator.model
 
     def run() -> None:  # a network that discovers objects is calibrated as it runs: without masks

@@ -39,12 +39,10 @@ from torch import nn
 from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.inference.flow import FLOW_NAMES, build_flow, warp_maps
-from vidseg.inference.recurrent import frame_tensor, propagator_from_checkpoint
-from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.optimize import optimize_for_inference
+from vidseg.inference.network import NetworkPropagator, NetworkState
+from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.ovsnet import FrameDetections, OVSNet
 from vidseg.models.ovsnet_loss import MIN_PIXELS, object_target, ovsnet_losses
-from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
 
 PATHS = ("iou", "reid", "flow", "absent")
 
@@ -140,18 +138,18 @@ def first_frame_finetune(model: OVSNet, frame: np.ndarray, labels: np.ndarray, s
 
 
 @dataclass
-class OVSNetState:
+class OVSNetState(NetworkState):
+    """``model`` is this video's fine-tuned (online) or int8 copy of the network, if any."""
+
     tracks: list[int] = field(default_factory=list)
     previous: np.ndarray | None = None  # (h, w, 3) uint8, the last frame
     probabilities: np.ndarray | None = None  # (K, h, w) the tracks' final maps of the last frame
     collections: dict[int, np.ndarray] = field(default_factory=dict)  # track -> (n, D) embeddings
     paths: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
     pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
-    model: OVSNet | None = field(default=None, repr=False)  # the per-video fine-tuned (online) or int8 copy
-    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first given frame
 
 
-class OVSNetPropagator(Propagator):
+class OVSNetPropagator(NetworkPropagator):
     """A trained :class:`~vidseg.models.ovsnet.OVSNet` running the one-pass cascade (module docstring).
 
     Args:
@@ -172,6 +170,8 @@ class OVSNetPropagator(Propagator):
     """
 
     name = "ovsnet"
+    dtypes = ("float32", "int8")
+    size_multiple, upscale = 1, False  # frames are only scaled down, to any size: the detector resizes them
 
     def __init__(
         self,
@@ -194,14 +194,8 @@ class OVSNetPropagator(Propagator):
     ):
         if flow not in FLOW_NAMES:
             raise ValueError(f"flow must be one of {', '.join(FLOW_NAMES)}, got {flow!r}")
-        if dtype not in ("float32", "int8"):
-            raise ValueError(f"dtype must be float32 or int8, got {dtype!r}")
-        if dtype == "int8" and online_steps:
-            raise ValueError("int8 does not combine with online learning (online_steps)")
-        self.int8, self.calibrated = dtype == "int8", check_int8_network(model, dtype)
-        self.optimize = False  # BatchNorm is not folded: torchvision's detection backbones freeze theirs
-        self.device = torch.device(device)
-        self.max_side = int(max_side)
+        # optimize=False: BatchNorm is not folded, as torchvision's detection backbones freeze theirs
+        super().__init__(model, device, max_side, dtype, optimize=False, online_steps=online_steps)
         cfg = model.cfg
         cascade_settings = {"rho_iou": rho_iou, "rho_reid": rho_reid, "reid_fraction": reid_fraction,
                             "collection": collection}
@@ -209,32 +203,24 @@ class OVSNetPropagator(Propagator):
         if test_size is not None:
             changes.update(test_size=int(test_size), max_size=max(cfg.max_size, 2 * int(test_size)))
         self.cfg = dataclasses.replace(cfg, **changes)  # validates the values
-        self.model = optimize_for_inference(model.to(self.device), fold_bn=False, channels_last=False,
-                                            dtype=torch.float32, inplace=inplace)
+        self.model = self.prepare(model, inplace)
         self.model.cfg = self.cfg
         self.model.detector.transform.min_size = (self.cfg.test_size,)
         self.model.detector.transform.max_size = self.cfg.max_size
         self.reid, self.refine = bool(reid), bool(refine)
-        self.online_steps, self.online_lr = int(online_steps), float(online_lr)
+        self.online_lr = float(online_lr)
         self.flow = build_flow(flow, flow_weights, self.device)
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        scale = min(1.0, self.max_side / max(height, width))
-        return max(32, round(height * scale)), max(32, round(width * scale))
 
     def new_state(self) -> OVSNetState:
         return OVSNetState()
 
-    def _network(self, state: OVSNetState) -> OVSNet:
-        return state.model if state.model is not None else self.model
-
     def _detect(self, model: OVSNet, frame: np.ndarray) -> FrameDetections:
-        return model.detect([frame_tensor(frame, self.device, torch.float32, False)[0]])[0]
+        return model.detect([self.frame_tensor(frame)[0]])[0]
 
     def propagate(self, state: OVSNetState, frame: np.ndarray) -> Prediction:
         if not state.tracks:
             return Prediction.empty(*frame.shape[:2])
-        model = self._network(state)
+        model = self.network(state)
         detections = self._detect(model, frame)
         templates, _ = warp_maps(state.probabilities, self.flow(frame, state.previous))
         candidates = detections.masks.float().cpu().numpy()
@@ -273,11 +259,9 @@ class OVSNetPropagator(Propagator):
                     labels[maps[k] > 0.5] = k + 1
                 state.model = first_frame_finetune(self.model, frame, labels, self.online_steps, self.online_lr)
                 pending = {**pending, "detections": None}  # detections of the network before fine-tuning
-            if self.int8 and not self.calibrated and state.int8 is None:
-                state.int8 = calibrate_convs(self.model, lambda: self._detect(self.model, frame))
-                state.model = quantize_convs(self.model, state.int8)
+            if self.calibrate_video(state, lambda: self._detect(self.model, frame)):
                 pending = {**pending, "detections": None}  # detections of the float network
-            model = self._network(state)
+            model = self.network(state)
             detections = pending.get("detections") or self._detect(model, frame)
             given = self._embed_masks(model, detections, maps[rows])
             collections.update(zip(update.given, given))
@@ -304,8 +288,7 @@ class OVSNetPropagator(Propagator):
     def state_dict(self, state: OVSNetState) -> dict[str, Any]:
         return {"tracks": list(state.tracks), "previous": state.previous, "probabilities": state.probabilities,
                 "collections": [state.collections[t] for t in state.tracks], "paths": dict(state.paths),
-                "model": None if state.model is None or state.int8 is not None else state.model.state_dict(),
-                "int8": state.int8}
+                **self.video_weights(state)}
 
     def load_state_dict(self, saved: dict[str, Any]) -> OVSNetState:
         tracks = [int(t) for t in saved["tracks"]]
@@ -313,24 +296,13 @@ class OVSNetPropagator(Propagator):
                        for t, c in zip(tracks, saved["collections"])}
         previous = None if saved["previous"] is None else np.asarray(saved["previous"], np.uint8)
         probabilities = None if saved["probabilities"] is None else np.asarray(saved["probabilities"], np.float32)
-        model = None
-        if saved.get("model") is not None:
-            if not self.online_steps:
-                raise ValueError("the saved state holds a fine-tuned network; resume with the same --online-steps")
-            model = copy.deepcopy(self.model)
-            model.load_state_dict(saved["model"])
-        elif self.online_steps and tracks:
-            raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
-        int8, int8_model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated, bool(tracks))
-        if int8_model is not None:
-            model = int8_model
         paths = {k: int(v) for k, v in saved["paths"].items()}
-        return OVSNetState(tracks, previous, probabilities, collections, paths, model=model, int8=int8)
+        state = OVSNetState(tracks, previous, probabilities, collections, paths)
+        self.resume_video_weights(state, saved, started=bool(tracks))
+        return state
 
 
-def build_ovsnet_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> OVSNetPropagator:
-    """The registry's builder (see :func:`~vidseg.inference.recurrent.propagator_from_checkpoint`)."""
-    return propagator_from_checkpoint(OVSNetPropagator, content, source, inplace=True, **options)
+build_ovsnet_propagator = OVSNetPropagator.from_checkpoint  # the registry's builder
 
 
 __all__ = ["PATHS", "OVSNetPropagator", "OVSNetState", "build_ovsnet_propagator", "cascade", "mask_iou"]

@@ -10,7 +10,6 @@ the object is given.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidseg.constants import DTYPE_NAMES
 from vidseg.inference.flow import DISFlow, warp_with_flow
-from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.checkpoint import model_from_checkpoint, working_side
-from vidseg.models.optimize import optimize_for_inference
-from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
-
+from vidseg.inference.network import NetworkPropagator, NetworkState, reorder_rows
+from vidseg.inference.session import FrameUpdate, Prediction
+from vidseg.models.quantize import calibrate_convs
 
 # Steps of the per-video int8 calibration. Chosen on 8 DAVIS-2016 training videos (bundled S2S++, J&F against
 # float32 0.573: 1 step 0.659, 4 steps 0.610, 8 steps 0.588, 16 steps 0.576).
@@ -32,30 +28,18 @@ CALIBRATION_STEPS = 16
 
 
 @dataclass
-class RecurrentState:
+class RecurrentState(NetworkState):
+    """``model`` is the network the video runs (the shared one, its fine-tuned copy, or its int8 copy); None until
+    online learning has tuned one."""
+
     tracks: list[int] = field(default_factory=list)  # the track of each row
     network: dict[str, Tensor] | None = None  # network state, one row per track
     previous: Tensor | None = None  # (K, 1, h, w) committed probabilities of the last frame
     pending: dict[str, Tensor] | None = None  # state after propagate(), before commit()
-    model: nn.Module | None = field(default=None, repr=False)  # per-video copy (online learning, int8)
-    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first frame
     previous_frame: np.ndarray | None = None  # (h, w, 3) uint8 last frame, for networks with a flow prior
 
 
-def frame_tensor(frame: np.ndarray, device: torch.device, dtype: torch.dtype, channels_last: bool) -> Tensor:
-    """An (h, w, 3) uint8 RGB frame as a (1, 3, h, w) tensor in [0, 1] for a network."""
-    x = torch.from_numpy(np.array(frame)).to(device).permute(2, 0, 1)[None]  # a copy: frames may be read-only
-    x = x.to(dtype) / 255.0
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def working_size_multiple_of_32(height: int, width: int, max_side: int) -> tuple[int, int]:
-    """Scale so the longer side is ``max_side``, then round both sides to multiples of 32 (at least 32)."""
-    scale = max_side / max(height, width)
-    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
-
-
-class RecurrentPropagator(Propagator):
+class RecurrentPropagator(NetworkPropagator):
     """A trained recurrent network as a session method.
 
     Args:
@@ -87,42 +71,28 @@ class RecurrentPropagator(Propagator):
         seed: int = 0,
         inplace: bool = False,
     ):
-        if dtype not in (*DTYPE_NAMES, "int8"):
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
-        if dtype == "int8" and online_steps:
-            raise ValueError("int8 does not combine with online learning (online_steps)")
-        self.calibrated = check_int8_network(model, dtype)  # an int8 export: no per-video calibration, no float32 copy
-        self.device = torch.device(device)
-        self.int8 = dtype == "int8"
-        self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
-        self.optimize = optimize
+        super().__init__(model, device, max_side, dtype, optimize, online_steps)
         self.name = model.cfg.method
-        self.max_side = int(max_side)
-        self.online_steps = int(online_steps)
         self.online_lr = float(online_lr)
         self.online_batch = int(online_batch)
         self.seed = int(seed)
-        self.inplace = (inplace and not self.online_steps) or self.calibrated
+        self.inplace = (inplace and not self.online_steps) or self.calibrated  # an int8 export: no float32 copy
         self.flow = DISFlow() if model.cfg.flow_prior else None
         model = model.to(self.device)
         # Keep the trainable network only for online learning; otherwise only the optimized copy stays alive.
         self.trainable = model if self.online_steps else None
-        self.model = None if self.online_steps else self._prepare(model)
+        self.model = None if self.online_steps else self.prepare(model, self.inplace)
 
-    def _prepare(self, model: nn.Module) -> nn.Module:
-        fast = optimize_for_inference(model, fold_bn=self.optimize, channels_last=self.optimize, dtype=self.dtype,
-                                      inplace=self.inplace)
+    def prepare(self, model: nn.Module, inplace: bool = False) -> nn.Module:
+        fast = super().prepare(model, inplace)
         fast.decoder.border_head = None  # it only feeds the training loss: a full-size 42-channel map per object
         return fast
 
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        return working_size_multiple_of_32(height, width, self.max_side)
+    def tuned_copy(self) -> nn.Module:
+        return self.prepare(copy.deepcopy(self.trainable))
 
     def new_state(self) -> RecurrentState:
         return RecurrentState(model=self.model)
-
-    def _frame_tensor(self, frame: np.ndarray) -> Tensor:
-        return frame_tensor(frame, self.device, self.dtype, self.optimize)
 
     def propagate(self, state: RecurrentState, frame: np.ndarray) -> Prediction:
         if not state.tracks:
@@ -132,7 +102,7 @@ class RecurrentPropagator(Propagator):
             if self.flow is not None:  # the same DIS warp as in training (warp_to_frame)
                 backward = torch.from_numpy(self.flow(frame, state.previous_frame))[None]
                 prior = warp_with_flow(state.previous.float(), backward).to(self.dtype)
-            out, state.pending = state.model.step(self._frame_tensor(frame), state.previous, state.network, prior)
+            out, state.pending = state.model.step(self.frame_tensor(frame), state.previous, state.network, prior)
             return Prediction(list(state.tracks), torch.sigmoid(out.logits[:, 0].float()))
 
     def commit(self, state: RecurrentState, frame: np.ndarray, update: FrameUpdate) -> None:
@@ -145,42 +115,44 @@ class RecurrentPropagator(Propagator):
                 labels[update.probabilities[k].cpu().numpy() > 0.5] = k + 1
             tuned = online_finetune(self.trainable, frame, labels, self.online_steps, self.online_lr,
                                     self.online_batch, self.seed)
-            state.model = self._prepare(tuned)
+            state.model = self.prepare(tuned)
         with torch.inference_mode():
-            x = self._frame_tensor(frame)
+            x = self.frame_tensor(frame)
             previous = update.probabilities.to(self.device, self.dtype)[:, None]
-            if self.int8 and not self.calibrated and state.int8 is None and given:
-                state.int8 = self._calibrate(state.model, x, previous[given])
-                state.model = quantize_convs(self.model, state.int8)
-            network = _rows_for(state, update.tracks)
+            if given:
+                self.calibrate_video(state, lambda: self._calibration_run(x, previous[given]))
+            network = self._rows(state, update.tracks)
             if given:
                 fresh = state.model.init_state(x, previous[given])
-                network = _put_rows(network, fresh, given, len(update.tracks))
+                network = _put_rows(network, fresh, given)
             state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
             state.previous_frame = np.array(frame) if self.flow is not None else None
 
-    def _calibrate(self, model: nn.Module, x: Tensor, masks: Tensor) -> QParams:
-        """int8 parameters observed while the float network starts on the annotated frame and steps onto it
+    def _calibration_run(self, x: Tensor, masks: Tensor) -> None:
+        """What int8 calibration observes: the float network starts on the annotated frame and steps onto it
         :data:`CALIBRATION_STEPS` times, each step given the last one's masks: the recurrent state grows over the
         first steps, and ranges observed on one step clip what later frames produce."""
-        def run() -> None:
-            state, previous = model.init_state(x, masks), masks
-            for _ in range(CALIBRATION_STEPS):
-                prior = previous if self.flow is not None else None  # the frame itself: the warp is the identity
-                out, state = model.step(x, previous, state, prior)
-                previous = torch.sigmoid(out.logits)
+        state, previous = self.model.init_state(x, masks), masks
+        for _ in range(CALIBRATION_STEPS):
+            prior = previous if self.flow is not None else None  # the frame itself: the warp is the identity
+            out, state = self.model.step(x, previous, state, prior)
+            previous = torch.sigmoid(out.logits)
 
-        return calibrate_convs(model, run)
+    @staticmethod
+    def _rows(state: RecurrentState, tracks: list[int]) -> dict[str, Tensor] | None:
+        """The propagated network state (``pending``) with one row per entry of ``tracks`` (zeros for tracks the
+        network does not carry yet); None when it carries none of them."""
+        if state.network is None or not any(t in state.tracks for t in tracks):
+            return None
+        return {key: reorder_rows(value, state.tracks, tracks) for key, value in state.pending.items()}
 
     def state_dict(self, state: RecurrentState) -> dict[str, Any]:
-        tuned = state.model is not None and state.model is not self.model and state.int8 is None
         return {
             "tracks": list(state.tracks),
             "network": dict(state.network or {}),
             "previous": state.previous,
             "previous_frame": state.previous_frame,
-            "model": state.model.state_dict() if tuned else None,  # the per-video fine-tuned copy (S2S-OL)
-            "int8": state.int8,
+            **self.video_weights(state),  # the per-video fine-tuned copy (S2S-OL) or int8 calibration
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> RecurrentState:
@@ -190,69 +162,24 @@ class RecurrentPropagator(Propagator):
         state.previous = saved["previous"].to(self.device)
         if saved.get("previous_frame") is not None:
             state.previous_frame = np.asarray(saved["previous_frame"], np.uint8)
-        if saved["model"] is not None:
-            if self.trainable is None:
-                raise ValueError("the saved state holds a fine-tuned network; resume with the same --online-steps")
-            state.model = self._prepare(copy.deepcopy(self.trainable))
-            state.model.load_state_dict(saved["model"])
-        elif self.model is None:
-            raise ValueError("the saved state has no fine-tuned network; resume with the same --online-steps")
-        state.int8, int8_model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated,
-                                             bool(state.tracks))
-        if int8_model is not None:
-            state.model = int8_model
+        self.resume_video_weights(state, saved, started=bool(state.tracks))
         return state
 
 
-def _rows_for(state: RecurrentState, tracks: list[int]) -> dict[str, Tensor] | None:
-    """The propagated network state (``pending``) with its rows in the order of ``tracks``; tracks the
-    network does not carry yet are left out (they are appended by :func:`_put_rows`)."""
-    if state.network is None:
-        return None
-    kept = [state.tracks.index(t) for t in tracks if t in state.tracks]
-    if kept == list(range(len(state.tracks))):
-        return state.pending
-    if not kept:
-        return None
-    index = torch.tensor(kept, device=state.previous.device)
-    return {key: value.index_select(0, index) for key, value in state.pending.items()}
-
-
-def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int], total: int) -> dict[str, Tensor]:
-    """Write ``fresh`` (one row per entry of ``rows``) into ``network``, growing it to ``total`` rows."""
+def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int]) -> dict[str, Tensor]:
+    """``network`` (one row per track, or None: every row is in ``fresh``) with ``fresh`` (one row per entry of
+    ``rows``) written into it; new tensors, as saved states may share the old ones."""
     if network is None:
         return {key: value.clone() for key, value in fresh.items()}
     out: dict[str, Tensor] = {}
     for key, value in network.items():
-        new = fresh[key]
-        if value.shape[0] < total:
-            pad = new.new_zeros((total - value.shape[0], *value.shape[1:]))
-            value = torch.cat([value, pad])
-        else:
-            value = value.clone()
-        value[rows] = new.to(value.dtype)
+        value = value.clone()
+        value[rows] = fresh[key].to(value.dtype)
         out[key] = value
     return out
 
 
-def propagator_from_checkpoint(
-    propagator: type[Propagator], content: dict[str, Any], source: str | os.PathLike, **options: Any
-) -> Propagator:
-    """``propagator(model, device=..., **options)`` for the network of checked checkpoint ``content``; ``max_side``
-    (when not given or None) is the one the checkpoint was trained for."""
-    if options.get("max_side") is None:
-        options["max_side"] = working_side(content)
-    device = options.pop("device", "cpu")
-    return propagator(model_from_checkpoint(content, source).to(device), device=device, **options)
+build_recurrent_propagator = RecurrentPropagator.from_checkpoint  # the registry's builder
 
 
-def build_recurrent_propagator(
-    content: dict[str, Any], source: str | os.PathLike, **options: Any
-) -> RecurrentPropagator:
-    """The registry's builder (see :func:`propagator_from_checkpoint`); the freshly loaded network is optimised in
-    place."""
-    return propagator_from_checkpoint(RecurrentPropagator, content, source, inplace=True, **options)
-
-
-__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "frame_tensor",
-           "propagator_from_checkpoint", "working_size_multiple_of_32"]
+__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator"]

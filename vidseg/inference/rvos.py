@@ -17,7 +17,6 @@ previous masks (one-shot) and which track each slot carries, so memory does not 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,33 +25,26 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from vidseg.constants import DTYPE_NAMES
-from vidseg.inference.recurrent import (
-    frame_tensor,
-    propagator_from_checkpoint,
-    working_size_multiple_of_32,
-)
-from vidseg.inference.session import FrameUpdate, Prediction, Propagator
-from vidseg.models.optimize import optimize_for_inference
-from vidseg.models.quantize import QParams, calibrate_convs, check_int8_network, quantize_convs, resume_int8
+from vidseg.inference.network import NetworkPropagator, NetworkState
+from vidseg.inference.session import FrameUpdate, Prediction
 
 FREE = 0  # a slot without a track
 REMOVED = -1  # a zero-shot slot whose track the user removed: never reported again
 
 
 @dataclass
-class RVOSState:
+class RVOSState(NetworkState):
+    """``model`` is this video's int8 copy of the network (int8 only)."""
+
     slot_tracks: list[int]  # the track of each slot, FREE or REMOVED
     temporal: dict[str, Tensor] | None = None  # network temporal state, (1, slots, C, h, w) per entry
     previous: Tensor | None = None  # (1, slots, h, w) previous masks (one-shot)
     highest: int = 0  # the highest track id seen
     bound: bool = False  # zero-shot with given masks: only the matched slots are reported
     pending: dict[str, Any] | None = field(default=None, repr=False)  # propagate() -> commit()
-    int8: QParams | None = None  # int8: the quantisation parameters calibrated on this video's first frame
-    model: nn.Module | None = field(default=None, repr=False)  # int8: this video's int8 copy of the network
 
 
-class RVOSPropagator(Propagator):
+class RVOSPropagator(NetworkPropagator):
     """A trained :class:`~vidseg.models.rvos.RVOS` network as a session method.
 
     Args:
@@ -78,45 +70,27 @@ class RVOSPropagator(Propagator):
         min_area: int = 32,
         inplace: bool = False,
     ):
-        if dtype not in (*DTYPE_NAMES, "int8"):
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or int8, got {dtype!r}")
-        self.calibrated = check_int8_network(model, dtype)
-        self.device = torch.device(device)
-        self.int8 = dtype == "int8"
-        self.dtype = torch.float32 if self.int8 else getattr(torch, dtype)
-        self.optimize = optimize
-        self.max_side = int(max_side)
+        super().__init__(model, device, max_side, dtype, optimize)
         self.min_area = int(min_area)
         self.cfg = model.cfg
         self.one_shot = model.cfg.one_shot
         self.discovers_objects = not self.one_shot
-        self.model = optimize_for_inference(model.to(self.device), fold_bn=optimize, channels_last=optimize,
-                                            dtype=self.dtype, inplace=inplace)
-
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        return working_size_multiple_of_32(height, width, self.max_side)
+        self.model = self.prepare(model, inplace)
 
     def new_state(self) -> RVOSState:
         return RVOSState([FREE] * self.cfg.slots)
 
     # ------------------------------------------------------------------ per frame
-    def _network(self, state: RVOSState) -> nn.Module:
-        return state.model if state.model is not None else self.model
-
     def _encode(self, state: RVOSState, frame: np.ndarray) -> list[Tensor]:
-        return self._network(state).encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
+        return self.network(state).encode(self.frame_tensor(frame))
 
     def _calibrate_int8(self, state: RVOSState, frame: np.ndarray, previous: Tensor | None, running: int) -> None:
         """int8 (once per video): observe the float network on this frame, then run this video's int8 copy."""
-        if not self.int8 or self.calibrated or state.int8 is not None:
-            return
-
         def run() -> None:
-            features = self.model.encode(frame_tensor(frame, self.device, self.dtype, self.optimize))
+            features = self.model.encode(self.frame_tensor(frame))
             self.model.decode(features, state.temporal, previous, slots=running, output_size=frame.shape[:2])
 
-        state.int8 = calibrate_convs(self.model, run)
-        state.model = quantize_convs(self.model, state.int8)
+        self.calibrate_video(state, run)
 
     def _running(self, state: RVOSState) -> int:
         """How many slots run: all (zero-shot), or up to the last occupied one (one-shot)."""
@@ -129,7 +103,7 @@ class RVOSPropagator(Propagator):
                 size: tuple[int, int]) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """Slot probabilities (running, h, w) float32, the full-width temporal state after this frame, and the
         objectness probabilities (or None)."""
-        network = self._network(state)
+        network = self.network(state)
         out = network.decode(features, state.temporal, previous, slots=running, output_size=size)
         if running == self.cfg.slots:
             merged = out.temporal
@@ -254,7 +228,7 @@ class RVOSPropagator(Propagator):
     # ------------------------------------------------------------------ resume
     def state_dict(self, state: RVOSState) -> dict[str, Any]:
         return {"slot_tracks": list(state.slot_tracks), "temporal": dict(state.temporal or {}),
-                "previous": state.previous, "highest": state.highest, "bound": state.bound, "int8": state.int8}
+                "previous": state.previous, "highest": state.highest, "bound": state.bound, **self.video_weights(state)}
 
     def load_state_dict(self, saved: dict[str, Any]) -> RVOSState:
         if len(saved["slot_tracks"]) != self.cfg.slots:
@@ -263,8 +237,7 @@ class RVOSPropagator(Propagator):
         previous = None if saved["previous"] is None else saved["previous"].to(self.device)
         state = RVOSState([int(t) for t in saved["slot_tracks"]], temporal, previous, int(saved["highest"]),
                           bool(saved["bound"]))
-        state.int8, state.model = resume_int8(self.model, saved.get("int8"), self.int8, self.calibrated,
-                                              temporal is not None)
+        self.resume_video_weights(state, saved, started=temporal is not None)
         return state
 
 
@@ -278,10 +251,7 @@ def _clear_slot(temporal: dict[str, Tensor] | None, slot: int) -> dict[str, Tens
     return cleared
 
 
-def build_rvos_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> RVOSPropagator:
-    """The registry's builder (see :func:`~vidseg.inference.recurrent.propagator_from_checkpoint`); the freshly
-    loaded network is optimised in place."""
-    return propagator_from_checkpoint(RVOSPropagator, content, source, inplace=True, **options)
+build_rvos_propagator = RVOSPropagator.from_checkpoint  # the registry's builder
 
 
 __all__ = ["RVOSPropagator", "RVOSState", "build_rvos_propagator"]
