@@ -13,14 +13,77 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from vidseg.constants import DTYPE_NAMES
+from vidseg.constants import DTYPE_NAMES, SEGMENT_DTYPE_CHOICES
 from vidseg.errors import VidsegError
 
 ENTRY_POINT_GROUP = "vidseg.methods"
+MIN_SIDE = 32  # networks round the working size to multiples of 32
+
+
+@dataclass(frozen=True)
+class MethodOption:
+    """A setting a method's propagator takes (a keyword argument), declared once for ``vidseg segment``'s flag.
+
+    Attributes:
+        name: the keyword (``max_side``); the flag is ``--max-side``.
+        type: converts the flag's text (``int``, ``float``, ``str``).
+        help: the flag's ``--help`` line.
+        choices, metavar: as in ``argparse``.
+        check: refuses a value no method can run with, before anything is read or written: raises
+            :class:`~vidseg.errors.VidsegError` (naming the flag, with a fix); None: any value of ``type``.
+        group: the ``--help`` section (None: with the common options).
+    """
+
+    name: str
+    type: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    check: Callable[[Any], None] | None = None
+    group: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _refuse(flag: str, wrong: Callable[[Any], bool], problem: str, fix: str) -> Callable[[Any], None]:
+    """A check raising ``"{flag} {value} {problem}"`` (and ``fix``) where ``wrong(value)``."""
+    def check(value: Any) -> None:
+        if wrong(value):
+            raise VidsegError(f"{flag} {value} {problem}", fix=fix)
+    return check
+
+
+def _check_device(value: str) -> None:
+    from vidseg.machine import check_device  # imports torch only for GPU devices
+
+    check_device(value)
+
+
+COMMON_OPTIONS = {option.name: option for option in (
+    MethodOption("max_side", int, "working resolution's longer side (default: the method's own, for networks the "
+                 "size they were trained at)",
+                 check=_refuse("--max-side", lambda v: v < MIN_SIDE, "is too small",
+                               f"use at least {MIN_SIDE} pixels, or leave it out for the method's own size")),
+    MethodOption("device", str, "torch device for the network methods (cpu, cuda, cuda:1; default cpu)",
+                 check=_check_device),
+    MethodOption("dtype", str, "network precision (default auto: bfloat16 where the device runs it natively -- a "
+                 "recent GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; an int8 export runs in int8; int8: "
+                 "the large convolutions of the S2S family, RVOS and OVSNet in int8 on the CPU, calibrated on the "
+                 "first frame)", choices=SEGMENT_DTYPE_CHOICES),
+    MethodOption("online_steps", int, "S2S-OL / OVSNet: fine-tune N steps on the first frame before segmenting "
+                 "(slower, often better)", metavar="N",
+                 check=_refuse("--online-steps", lambda v: v < 0, "is negative", "use 0 (off) or a positive count")),
+    MethodOption("online_lr", float, "learning rate of --online-steps (default: 1e-5)", metavar="LR",
+                 check=_refuse("--online-lr", lambda v: not v > 0, "must be positive", "e.g. 1e-5, the default")),
+)}
+_DECLARED = dict(COMMON_OPTIONS)  # every option by name, the first declaration of each
 
 
 @dataclass(frozen=True)
@@ -38,8 +101,10 @@ class MethodSpec:
         bundled: file name of weights shipped in :mod:`vidseg.weights`, or None.
         one_shot: follows objects given as masks.
         zero_shot: discovers objects by itself (``vidseg segment`` without ``--mask``).
-        options: the settings its propagator takes from ``vidseg segment`` (``max_side``, ``device``, ...);
-            the CLI refuses the others for this method.
+        options: the settings its propagator takes from ``vidseg segment``: names of :data:`COMMON_OPTIONS`
+            (``max_side``, ``device``, ...) or :class:`MethodOption` declarations of its own. Stored as their names
+            (``"dtype" in spec.options``); ``declared_options`` holds the declarations. The CLI makes one flag per
+            option of every registered method and refuses the others for this method.
         precisions: the float dtypes its propagator takes (with ``dtype`` among its options); ``auto`` picks
             bfloat16 only where it is one of them.
         int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video) and runs
@@ -56,9 +121,23 @@ class MethodSpec:
     bundled: str | None = None
     one_shot: bool = True
     zero_shot: bool = False
-    options: tuple[str, ...] = ("max_side",)
+    options: tuple[str | MethodOption, ...] = ("max_side",)
     precisions: tuple[str, ...] = DTYPE_NAMES
     int8: bool = False
+    declared_options: tuple[MethodOption, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        declared = []
+        for option in self.options:
+            if isinstance(option, str):  # a common option, or one declared before (dataclasses.replace)
+                if option not in _DECLARED:
+                    raise ValueError(f"method {self.name!r}: unknown option {option!r} (common ones: "
+                                     f"{', '.join(COMMON_OPTIONS)}; declare others as a MethodOption)")
+                option = _DECLARED[option]
+            _DECLARED.setdefault(option.name, option)
+            declared.append(option)
+        object.__setattr__(self, "declared_options", tuple(declared))
+        object.__setattr__(self, "options", tuple(option.name for option in declared))
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -87,6 +166,26 @@ _RECURRENT = {
     "int8": True,
 }
 
+_CASCADE = "ovsnet cascade"
+_OVSNET_OPTIONS = (
+    "max_side", "device", "dtype",
+    MethodOption("test_size", int, "detector's shorter side (default: the network's; the paper's 800)", metavar="PX",
+                 group=_CASCADE, check=_refuse("--test-size", lambda v: v < MIN_SIDE, "is too small",
+                                               f"use at least {MIN_SIDE} pixels (paper: 800)")),
+    MethodOption("flow", str, "optical flow that warps the previous masks: dis (OpenCV, default) or raft (torchvision "
+                 "RAFT-small, needs its weights)", choices=("dis", "raft"), group=_CASCADE),
+    MethodOption("flow_weights", str, "torchvision RAFT-small weights file for --flow raft", metavar="PTH",
+                 group=_CASCADE),
+    MethodOption("rho_iou", float, "IoU with the warped mask above which a detection is taken (paper: 0.3)",
+                 metavar="T", group=_CASCADE, check=_refuse("--rho-iou", lambda v: not 0 <= v < 1, "is not an IoU",
+                                                            "use a value in [0, 1), e.g. 0.3")),
+    MethodOption("rho_reid", float, "re-ID distance threshold (default: the one calibrated for the network's "
+                 "embeddings)", metavar="D", group=_CASCADE,
+                 check=_refuse("--rho-reid", lambda v: not v > 0, "must be positive",
+                               "leave it out for the calibrated value")),
+    "online_steps", "online_lr",
+)
+
 _BUILTIN = (
     MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
                propagator="vidseg.inference.flow:FlowPropagator"),
@@ -109,8 +208,7 @@ _BUILTIN = (
                "flow-warped mask, then by re-ID embeddings, else the warped mask refined by mask-guided attention",
                propagator="vidseg.inference.ovsnet:build_ovsnet_propagator", config="vidseg.models.ovsnet:OVSNetConfig",
                model="vidseg.models.ovsnet:build_model", trainer="vidseg.training.ovsnet:OVSNetAdapter",
-               options=("max_side", "device", "dtype", "test_size", "flow", "flow_weights", "rho_iou", "rho_reid",
-                        "online_steps", "online_lr"), precisions=("float32",), int8=True),
+               options=_OVSNET_OPTIONS, precisions=("float32",), int8=True),
 )
 
 _methods: dict[str, MethodSpec] = {}
@@ -158,9 +256,20 @@ def get_method(name: str) -> MethodSpec:
     return methods[name]
 
 
+def method_options() -> dict[str, MethodOption]:
+    """Every option of every registered method, each once (its first declaration), in registration order: the
+    flags of ``vidseg segment``."""
+    options: dict[str, MethodOption] = {}
+    for spec in _load().values():
+        for option in spec.declared_options:
+            options.setdefault(option.name, option)
+    return options
+
+
 def zero_shot_methods() -> list[str]:
     return [name for name, spec in _load().items() if spec.zero_shot]
 
 
-__all__ = ["ENTRY_POINT_GROUP", "MethodSpec", "get_method", "method_names", "register", "unregister",
+__all__ = ["COMMON_OPTIONS", "ENTRY_POINT_GROUP", "MIN_SIDE", "MethodOption", "MethodSpec", "get_method", "method_names",
+           "method_options", "register", "unregister",
            "zero_shot_methods"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vidseg.constants import SEGMENT_DTYPE_CHOICES
 from vidseg.machine import THREADS_HELP, parse_threads
-from vidseg.registry import get_method, method_names
+from vidseg.registry import get_method, method_names, method_options
 
 
 def _method_help() -> str:
@@ -47,30 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--method", metavar="NAME", help=_method_help())
     parser.add_argument("--checkpoint", metavar="PT", help="trained weights for a network method (from `vidseg train`)")
-    parser.add_argument("--device", help="torch device for the network methods (cpu, cuda, cuda:1; default cpu)")
-    parser.add_argument("--dtype", choices=SEGMENT_DTYPE_CHOICES,
-                        help="network precision (default auto: bfloat16 where the device runs it natively -- a recent "
-                             "GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; an int8 export runs in "
-                             "int8; int8: the large convolutions of the S2S family, RVOS and OVSNet in int8 on the "
-                             "CPU, calibrated on the first frame)")
-    parser.add_argument("--max-side", type=int, default=None,
-                        help="working resolution's longer side (default: the method's own, for networks the size "
-                        "they were trained at)")
-    parser.add_argument("--online-steps", type=int, default=None, metavar="N",
-                        help="S2S-OL / OVSNet: fine-tune N steps on the first frame before segmenting (slower, often better)")
-    parser.add_argument("--online-lr", type=float, default=None, metavar="LR",
-                        help="learning rate of --online-steps (default: 1e-5)")
-    cascade = parser.add_argument_group("ovsnet cascade")
-    cascade.add_argument("--test-size", type=int, default=None, metavar="PX",
-                         help="detector's shorter side (default: the network's; the paper's 800)")
-    cascade.add_argument("--flow", choices=("dis", "raft"), default=None,
-                         help="optical flow that warps the previous masks: dis (OpenCV, default) or raft (torchvision "
-                         "RAFT-small, needs its weights)")
-    cascade.add_argument("--flow-weights", metavar="PTH", help="torchvision RAFT-small weights file for --flow raft")
-    cascade.add_argument("--rho-iou", type=float, default=None, metavar="T",
-                         help="IoU with the warped mask above which a detection is taken (paper: 0.3)")
-    cascade.add_argument("--rho-reid", type=float, default=None, metavar="D",
-                         help="re-ID distance threshold (default: the one calibrated for the network's embeddings)")
+    _add_method_options(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder for the mask PNGs")
     parser.add_argument("--overlay", metavar="VIDEO", help="also write an overlay video (.mp4: H.264, or .avi)")
     parser.add_argument("--frame-numbers", action="store_true", help="write each frame's name on the overlay")
@@ -82,35 +58,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-_OPTION_FLAGS = {"max_side": "--max-side", "device": "--device", "dtype": "--dtype", "online_steps": "--online-steps",
-                 "online_lr": "--online-lr", "test_size": "--test-size", "flow": "--flow",
-                 "flow_weights": "--flow-weights", "rho_iou": "--rho-iou", "rho_reid": "--rho-reid"}
-
-
-MIN_SIDE = 32  # networks round the working size to multiples of 32
+def _add_method_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of the registered methods (:func:`vidseg.registry.method_options`), in its declared
+    ``--help`` section."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in method_options().values():
+        target = parser if option.group is None else groups.setdefault(option.group,
+                                                                        parser.add_argument_group(option.group))
+        target.add_argument(option.flag, type=option.type, choices=option.choices, default=None,
+                            metavar=option.metavar, help=option.help)
 
 
 def _check_options(args: argparse.Namespace) -> str | None:
-    """Refuse values no method can run with, before anything is read or written; set the threads (returns the line
-    saying how many)."""
-    from vidseg.errors import VidsegError
-    from vidseg.machine import check_device, set_threads
+    """Refuse values no method can run with, before anything is read or written (each option's own check); set the
+    threads (returns the line saying how many)."""
+    from vidseg.machine import set_threads
 
-    if args.max_side is not None and args.max_side < MIN_SIDE:
-        raise VidsegError(f"--max-side {args.max_side} is too small", fix=f"use at least {MIN_SIDE} pixels, or leave it "
-                          "out for the method's own size")
-    if args.online_steps is not None and args.online_steps < 0:
-        raise VidsegError(f"--online-steps {args.online_steps} is negative", fix="use 0 (off) or a positive count")
-    if args.online_lr is not None and not args.online_lr > 0:
-        raise VidsegError(f"--online-lr {args.online_lr} must be positive", fix="e.g. 1e-5, the default")
-    if args.test_size is not None and args.test_size < MIN_SIDE:
-        raise VidsegError(f"--test-size {args.test_size} is too small", fix=f"use at least {MIN_SIDE} pixels (paper: 800)")
-    if args.rho_iou is not None and not 0 <= args.rho_iou < 1:
-        raise VidsegError(f"--rho-iou {args.rho_iou} is not an IoU", fix="use a value in [0, 1), e.g. 0.3")
-    if args.rho_reid is not None and not args.rho_reid > 0:
-        raise VidsegError(f"--rho-reid {args.rho_reid} must be positive", fix="leave it out for the calibrated value")
-    if args.device is not None:
-        check_device(args.device)
+    for option in method_options().values():
+        value = getattr(args, option.name, None)
+        if value is not None and option.check is not None:
+            option.check(value)
     return set_threads(args.threads)
 
 
@@ -129,13 +96,14 @@ def run(args: argparse.Namespace) -> int:
         choice = choose_default_method(zero_shot=not args.mask)
         method = choice.name
         print(f"method: {choice.name} -- {choice.reason}; choose another with --method", file=sys.stderr)
-    options = {key: getattr(args, key) for key in _OPTION_FLAGS if getattr(args, key) is not None}
+    flags = {name: option.flag for name, option in method_options().items()}
+    options = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
     if method is not None:
         spec = get_method(method)
-        ignored = [_OPTION_FLAGS[key] for key in options if key not in spec.options]
+        ignored = [flags[key] for key in options if key not in spec.options]
         if ignored:
             raise VidsegError(f"{ignored[0]} does not apply to {method}",
-                              fix=f"drop it; {method} takes: {', '.join(_OPTION_FLAGS[k] for k in spec.options)}")
+                              fix=f"drop it; {method} takes: {', '.join(o.flag for o in spec.declared_options)}")
     propagator = build_propagator(method, args.checkpoint, **options)
     if propagator.precision is not None:
         print(f"precision: {propagator.precision[0]} ({propagator.precision[1]})", file=sys.stderr)
