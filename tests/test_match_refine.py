@@ -70,7 +70,7 @@ def test_with_match_feedback_a_trained_refiner_leaves_the_memory_as_match_keeps_
         given = masks[0] if t == 0 else None
         changed |= not np.array_equal(refined.step(frame, given), plain.step(frame, given))
     assert changed
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(refined.state.recent, plain.state.recent))
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(refined.state.memory.recent, plain.state.memory.recent))
     losses = [unroll_match_refine(model.train(), clip_batch(*clip))[1]["total"] for _ in range(2)]
     assert losses[0] == pytest.approx(losses[1])  # nothing random in the unroll
 

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from vidseg.constants import MAX_OBJECT_ID, VOID_ID
 from vidseg.io.masks import object_ids
+from vidseg.models.ops import first_argmax
 
 _EPS = 1e-6
 
@@ -181,17 +182,6 @@ def with_background(probabilities: Tensor) -> Tensor:
     probabilities = probabilities.float()
     background = (1.0 - probabilities.sum(0, keepdim=True)).clamp(0.0, 1.0)
     return torch.cat([background, probabilities])
-
-
-def first_argmax(maps: Tensor) -> Tensor:
-    """``maps.argmax(0)`` (the first channel among equals) of (C, H, W) maps as int64 (H, W), by C - 1 comparisons:
-    a reduction over the outer dimension, which torch's argmax runs slowly on the CPU."""
-    best, index = maps[0], torch.zeros(maps.shape[1:], dtype=torch.long, device=maps.device)
-    for channel in range(1, len(maps)):
-        better = maps[channel] > best
-        index.masked_fill_(better, channel)
-        best = torch.maximum(best, maps[channel])
-    return index
 
 
 class InferenceSession:

@@ -1,0 +1,78 @@
+"""The windowed memory read of ``match`` (blocked local attention) against a direct per-cell reading."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vidseg.models.match import MatchMemory, read_memory
+
+
+def unit(*shape):
+    return F.normalize(torch.randn(*shape), dim=0)
+
+
+def direct_read(query, anchors, recent, top_k, temperature, radius):
+    """Each query cell against every anchor cell and the (2r+1)^2 cells around it in each recent frame (cells
+    outside the frame are not candidates), one cell at a time."""
+    _, height, width = query.shape
+    out = torch.zeros(anchors[0][1].shape[0], height, width)
+    for y in range(height):
+        for x in range(width):
+            q = query[:, y, x]
+            sims = [torch.einsum("c,chw->hw", q, f).flatten() for f, _ in anchors]
+            labels = [lab.flatten(1).T for _, lab in anchors]
+            for features, lab in recent:
+                y0, y1, x0, x1 = max(0, y - radius), min(height, y + radius + 1), max(0, x - radius), min(width, x + radius + 1)
+                sims.append(torch.einsum("c,chw->hw", q, features[:, y0:y1, x0:x1]).flatten())
+                labels.append(lab[:, y0:y1, x0:x1].flatten(1).T)
+            sims, labels = torch.cat(sims), torch.cat(labels)
+            top = sims.topk(min(top_k, len(sims)))
+            out[:, y, x] = (torch.softmax(top.values / temperature, 0)[:, None] * labels[top.indices]).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("height, width, recent_frames, objects", [(6, 9, 3, 2), (11, 13, 0, 1), (9, 17, 5, 3)])
+def test_windowed_read_equals_the_direct_one(height, width, recent_frames, objects):
+    torch.manual_seed(height)
+    anchors = [(unit(12, height, width), torch.rand(objects, height, width))]
+    recent = [(unit(12, height, width), torch.rand(objects, height, width)) for _ in range(recent_frames)]
+    # a query close to the last recent frame, so the windows hold the best matches
+    query = F.normalize((recent[-1][0] if recent else anchors[0][0]) + 0.5 * torch.randn(12, height, width), dim=0)
+    expected = direct_read(query, anchors, recent, 7, 0.1, 2)
+    got = read_memory(query, anchors, recent, 7, 0.1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ring_keeps_the_last_frames_and_a_rebuilt_memory_reads_the_same():
+    torch.manual_seed(0)
+    height, width = 10, 12
+    anchor = (unit(8, height, width), torch.rand(1, height, width))
+    memory = MatchMemory(size=4, radius=2)
+    memory.add(*anchor, anchor=True)
+    frames = [(unit(8, height, width), torch.rand(1, height, width)) for _ in range(11)]
+    for features, labels in frames:
+        memory.add(features, labels, anchor=False)
+    assert len(memory.recent) == 4 and memory.written == 11
+    query = unit(8, height, width)
+    expected = direct_read(query, [anchor], frames[-4:], 9, 0.1, 2)
+    torch.testing.assert_close(memory.read(query, 9, 0.1), expected, atol=1e-5, rtol=1e-5)
+    rebuilt = MatchMemory.rebuilt(4, 2, memory.anchors, memory.recent, memory.written)
+    assert torch.equal(rebuilt.read(query, 9, 0.1), memory.read(query, 9, 0.1))
+
+
+def test_relabel_changes_what_is_read():
+    torch.manual_seed(1)
+    memory = MatchMemory(size=2, radius=1)
+    features, labels = unit(8, 5, 6), torch.rand(2, 5, 6)
+    memory.add(features, labels, anchor=True)
+    memory.add(unit(8, 5, 6), torch.rand(2, 5, 6), anchor=False)
+    before = memory.read(features, 5, 0.1)
+    memory.relabel([lab.flip(0) for lab in memory.entry_labels()])
+    torch.testing.assert_close(memory.read(features, 5, 0.1), before.flip(0))
+
+
+def test_memory_refuses_a_query_of_another_grid():
+    memory = MatchMemory(size=2, radius=1)
+    memory.add(unit(8, 5, 6), torch.rand(1, 5, 6), anchor=True)
+    with pytest.raises(ValueError, match="cells"):
+        memory.read(unit(8, 6, 6), 5, 0.1)
