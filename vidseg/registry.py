@@ -107,9 +107,8 @@ class MethodSpec:
             option of every registered method and refuses the others for this method.
         precisions: the float dtypes its propagator takes (with ``dtype`` among its options); ``auto`` picks
             bfloat16 only where it is one of them.
-        int8: its propagator takes ``dtype="int8"`` (large convolutions in int8, calibrated per video) and runs
-            int8 exports (``vidseg export --dtype int8``); it exposes ``model``, the network it runs, and
-            ``optimize``, whether that network's BatchNorm is folded.
+        int8: its propagator (a :class:`vidseg.inference.network.NetworkPropagator`) takes ``dtype="int8"`` (large
+            convolutions in int8, calibrated per video) and runs int8 exports (``vidseg export --dtype int8``).
     """
 
     name: str

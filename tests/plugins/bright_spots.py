@@ -17,7 +17,7 @@ from vidseg.inference.session import FrameUpdate, Prediction, Propagator
 from vidseg.registry import MethodSpec
 
 SPEC = MethodSpec("bright-spots", "toy: bright connected components, discovered and tracked by overlap",
-                  propagator="bright_spots:BrightSpots", one_shot=False, zero_shot=True)
+                  propagator="bright_spots:BrightSpots", one_shot=False, zero_shot=True, options=())
 
 
 @dataclass

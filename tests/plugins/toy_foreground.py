@@ -22,7 +22,8 @@ from vidseg.training.adapter import TrainingAdapter
 
 SPEC = MethodSpec("toy-foreground", "toy: per-frame foreground network, objects by connected components",
                   propagator="toy_foreground:build_propagator", config="toy_foreground:ToyConfig",
-                  model="toy_foreground:ToyNet", trainer="toy_foreground:ToyAdapter", one_shot=False, zero_shot=True)
+                  model="toy_foreground:ToyNet", trainer="toy_foreground:ToyAdapter", one_shot=False, zero_shot=True,
+                  options=())
 
 
 @dataclass

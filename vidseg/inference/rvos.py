@@ -211,19 +211,21 @@ class RVOSPropagator(NetworkPropagator):
             state.bound = True
 
     def _bind(self, state: RVOSState, maps: np.ndarray, given: dict[int, np.ndarray]) -> None:
-        """Zero-shot with given masks: the slot of each given object by the Hungarian algorithm on IoU."""
-        slots = maps >= 0.5
+        """Zero-shot with given masks: the slot of each given object by the Hungarian algorithm on IoU, among the
+        slots that follow no other object (objects given on earlier frames keep theirs)."""
         tracks = list(given)
+        open_slots = [s for s, track in enumerate(state.slot_tracks) if track <= 0 or track in given]
+        slots = maps[open_slots] >= 0.5
         masks = np.stack([given[t] > 0.5 for t in tracks])
         inter = np.einsum("shw,ghw->sg", slots.astype(np.float32), masks.astype(np.float32))
         union = slots.sum((1, 2))[:, None] + masks.sum((1, 2))[None, :] - inter
         if len(tracks) > len(slots):
             raise ValueError(f"this RVOS network follows at most {self.cfg.slots} objects at once")
         rows, cols = linear_sum_assignment(-(inter / np.maximum(union, 1)))
-        for slot, k in zip(rows, cols):
+        for row, k in zip(rows, cols):
             if tracks[k] in state.slot_tracks:
                 state.slot_tracks[state.slot_tracks.index(tracks[k])] = FREE
-            state.slot_tracks[slot] = tracks[k]
+            state.slot_tracks[open_slots[row]] = tracks[k]
 
     # ------------------------------------------------------------------ resume
     def state_dict(self, state: RVOSState) -> dict[str, Any]:
