@@ -106,10 +106,13 @@ def test_resume_after_a_hard_kill_uses_the_periodic_resume_point(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    assert len(list((tmp_path / "out").glob("*.png"))) == 11  # frames 0..10 written, resume point after frame 7
+    # frames 0..10 were segmented; their masks are written behind the network, so the last few may be missing, and
+    # the resume point is the periodic one after frame 7 (or after frame 3 when the writer was 4 frames behind)
+    on_disk = len(list((tmp_path / "out").glob("*.png")))
+    assert 4 <= on_disk <= 11
     (tmp_path / "out" / ".00011.x1_y.tmp.png").write_bytes(b"half a png")  # killed while writing
     resumed = segment_video(frames, [first], tmp_path / "out", method="flow", progress=False, resume=True)
-    assert resumed.resumed_at == 8
+    assert resumed.resumed_at in (4, 8) and resumed.resumed_at <= on_disk
     segment_video(frames, [first], tmp_path / "full", method="flow", progress=False)
     assert_same_masks(tmp_path / "out", tmp_path / "full")
 

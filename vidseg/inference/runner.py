@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from vidseg.data.own_video import OwnVideo
@@ -17,6 +18,7 @@ from vidseg.inference.methods import build_propagator, choose_default_method
 from vidseg.inference.session import InferenceSession, Propagator
 from vidseg.io.masks import read_mask, write_mask
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
+from vidseg.io.pipeline import WriteBehind, read_ahead
 from vidseg.io.state_file import load_state, save_state
 
 
@@ -217,42 +219,56 @@ def segment_video(
     first = _resume_session(session, out_dir, key, reader.frame_names) if resume else 0
     written: list[Path] = []
     start = time.perf_counter()
-    finished = first - 1
-    last_state = session.state_dict() if first else None
+    # What is on disk: the last frame whose mask was written and the session after it (the writer thread sets it).
+    done = {"index": first - 1, "state": session.state_dict() if first else None}
+
+    def on_written(token: tuple[int, dict]) -> None:
+        done["index"], done["state"] = token
+        index = token[0]
+        if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
+            _write_resume_point(out_dir, key, token[1])
+
     try:
         with contextlib.ExitStack() as stack:
             overlay_writer = (
                 stack.enter_context(OverlayVideoWriter(overlay, reader.fps, reader.size)) if overlay else None
             )
+
+            def write(path: Path, mask: np.ndarray, frame: np.ndarray, name: str) -> None:
+                write_mask(path, mask)
+                written.append(path)
+                if overlay_writer is not None:
+                    overlay_writer.write(overlay_frame(frame, mask, label=name if labels else None))
+
             bar = tqdm(
-                zip(reader.frame_names, reader.frames()),
+                zip(reader.frame_names, read_ahead(reader.frames())),
                 total=len(reader),
                 unit="frame",
                 desc=Path(video).name,
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            for index, (name, frame) in enumerate(bar):
-                path = out_dir / f"{name}.png"
-                if index < first:  # done before the interruption
-                    if overlay_writer is not None:
-                        overlay_writer.write(overlay_frame(frame, read_mask(path), label=name if labels else None))
-                    continue
-                prompt = source.prompts.get(index)
-                mask = session.step(frame, None if prompt is None else prompt.mask)
-                state = session.state_dict()  # taken first, so a Ctrl-C leaves at most one mask to redo
-                write_mask(path, mask)
-                finished, last_state = index, state
-                written.append(path)
-                if overlay_writer is not None:
-                    overlay_writer.write(overlay_frame(frame, mask, label=name if labels else None))
-                if save_every and (index + 1) % save_every == 0 and index + 1 < len(reader):
-                    _write_resume_point(out_dir, key, last_state)
+            # The next frame decodes and the last mask is written on threads while the network runs.
+            writer = WriteBehind(write, on_written)
+            try:
+                for index, (name, frame) in enumerate(bar):
+                    path = out_dir / f"{name}.png"
+                    if index < first:  # done before the interruption
+                        if overlay_writer is not None:
+                            overlay_writer.write(overlay_frame(frame, read_mask(path), label=name if labels else None))
+                        continue
+                    prompt = source.prompts.get(index)
+                    mask = session.step(frame, None if prompt is None else prompt.mask)
+                    writer.put((index, session.state_dict()), path, mask, frame, name)
+            except BaseException:
+                writer.drain()  # what is queued is finished: those masks are complete files
+                raise
+            writer.close()
     except BaseException as exc:
-        if last_state is not None and finished + 1 < len(reader):
+        if done["state"] is not None and done["index"] + 1 < len(reader):
             # The masks written so far are complete files: keep them, and save where to continue.
-            saved = _try_write_resume_point(out_dir, key, last_state)
-            raise _kept(exc, finished + 1, out_dir, saved) from exc
+            saved = _try_write_resume_point(out_dir, key, done["state"])
+            raise _kept(exc, done["index"] + 1, out_dir, saved) from exc
         if created and not written:
             shutil.rmtree(out_dir, ignore_errors=True)
         if isinstance(exc, OSError):
