@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import moving_squares
 
 from vidseg.cli.main import main
@@ -61,5 +62,18 @@ def test_later_and_removed_objects_and_exact_resume(clip, propagator):
 def test_match_is_runnable_without_weights_and_refuses_network_options(tmp_path, capsys):
     assert "match" in runnable_methods()
     assert main(["segment", str(tmp_path), "--mask", "m.png", "--out", str(tmp_path / "o"), "--method", "match",
-                 "--dtype", "bfloat16"]) == 2
-    assert "--dtype does not apply to match" in capsys.readouterr().err
+                 "--online-steps", "3"]) == 2
+    assert "--online-steps does not apply to match" in capsys.readouterr().err
+
+
+def test_match_takes_a_float_dtype_and_bfloat16_stays_close_to_float32():
+    frames, masks = moving_squares(num_frames=6, size=(96, 128), side=32)
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        session = InferenceSession(MatchPropagator(max_side=224, memory=3, dtype=dtype))
+        outputs[dtype] = [session.step(f, masks[0] if t == 0 else None) for t, f in enumerate(frames)]
+        assert session.propagator.features.backbone.conv_stem.weight.dtype == getattr(torch, dtype)
+    agree = np.mean([(a == b).mean() for a, b in zip(outputs["float32"], outputs["bfloat16"])])
+    assert agree > 0.98
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        MatchPropagator(dtype="int8")

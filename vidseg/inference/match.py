@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.constants import DTYPE_NAMES
-from vidseg.inference.session import FrameUpdate, Prediction, Propagator
+from vidseg.inference.network import NetworkPropagator, reorder_rows
+from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.checkpoint import model_from_checkpoint
 from vidseg.models.match import MatchFeatures, MatchMemory, memory_labels
 from vidseg.models.match_refine import LABEL_EPS, MatchRefiner, object_labels
-from vidseg.models.optimize import optimize_for_inference
 
 
 @dataclass
@@ -38,47 +38,43 @@ class MatchState:
     pending_labels: Tensor | None = None  # match_refine with feedback "match": that frame's match labels
 
 
-class MatchPropagator(Propagator):
-    """Label propagation by feature matching (see the module docstring).
+class MatchPropagator(NetworkPropagator):
+    """Label propagation by feature matching (see the module docstring). Its ``model`` is the frozen feature network.
 
     Args:
         max_side: working resolution's longer side (frames are scaled up or down; sides multiples of 16).
         memory: recent predicted frames kept. top_k: memory cells each query cell reads. temperature: of the
         softmax over their cosine similarities. radius: local window (cells) into recent frames. stride: of the
         feature grid (8 or 16). backbone: ``efficientnet_lite0/1/2``. device: torch device. features: a built
-        :class:`~vidseg.models.match.MatchFeatures` to use instead of ``backbone`` / ``stride``. dtype: the
-        precision of the features and of the matching products (``float32``; ``bfloat16``: about 2x faster where
-        the device runs it natively, see docs/experiments.md for what it changes).
+        :class:`~vidseg.models.match.MatchFeatures` to use instead of ``backbone`` / ``stride`` (a copy is run; the
+        caller's, e.g. one in training, is left as it is). dtype: the precision of the features and of the matching
+        products (``float32``; ``bfloat16``: about 2x faster where the device runs it natively; docs/experiments.md
+        has what it changes).
     """
 
     name = "match"
+    dtypes = DTYPE_NAMES
+    size_multiple = min_side = 16
 
     def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
                  radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0",
                  device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32"):
-        if min(max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
-            raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
-        if dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
-        self.max_side, self.memory, self.top_k = int(max_side), int(memory), int(top_k)
-        self.temperature, self.radius = float(temperature), int(radius)
-        self.device = torch.device(device)
-        self.dtype = getattr(torch, dtype)
-        # a copy with BatchNorm folded (the caller's network, e.g. one in training, keeps its own)
-        self.features = optimize_for_inference((features or MatchFeatures(backbone, stride=stride)).to(self.device),
-                                               channels_last=True, dtype=self.dtype)
+        features = features or MatchFeatures(backbone, stride=stride)
+        super().__init__(features, device, max_side, dtype)
+        self._set_matching(memory, top_k, temperature, radius)
+        self.model = self.features = self.prepare(features)
 
-    def working_size(self, height: int, width: int) -> tuple[int, int]:
-        scale = self.max_side / max(height, width)
-        return max(16, round(height * scale / 16) * 16), max(16, round(width * scale / 16) * 16)
+    def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int) -> None:
+        if min(self.max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
+            raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
+        self.memory, self.top_k, self.temperature, self.radius = int(memory), int(top_k), float(temperature), int(radius)
 
     def new_state(self) -> MatchState:
         return MatchState(memory=MatchMemory(self.memory, self.radius))
 
     def _encode(self, frame: np.ndarray) -> tuple[Tensor, list[Tensor]]:
-        x = torch.from_numpy(np.array(frame)).to(self.device).permute(2, 0, 1)[None].to(self.dtype) / 255.0
         with torch.inference_mode():
-            keys, levels = self.features.encode(x.contiguous(memory_format=torch.channels_last))
+            keys, levels = self.features.encode(self.frame_tensor(frame))
         return keys[0].contiguous(), levels
 
     def propagate(self, state: MatchState, frame: np.ndarray) -> Prediction:
@@ -96,9 +92,9 @@ class MatchPropagator(Propagator):
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         features = state.pending if state.pending is not None else self._encode(frame)[0]
         with torch.inference_mode():
-            remap = _remap(state.tracks, update.tracks)
-            if remap != list(range(len(state.tracks))):
-                state.memory.relabel([_reorder(labels, remap) for labels in state.memory.entry_labels()])
+            if update.tracks != state.tracks:
+                state.memory.relabel([reorder_rows(labels, state.tracks, update.tracks)
+                                      for labels in state.memory.entry_labels()])
             cells = memory_labels(update.probabilities.to(self.device), self.features.stride)
             state.memory.add(features, cells, anchor=bool(update.given))
         state.tracks, state.pending, state.pending_labels = list(update.tracks), None, None
@@ -131,11 +127,12 @@ class RefinedMatchPropagator(MatchPropagator):
     name = "match_refine"
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", inplace: bool = False):
         cfg = model.cfg
-        super().__init__(max_side or cfg.max_side, cfg.memory, cfg.top_k, cfg.temperature, cfg.radius, device=device,
-                         features=model.features, dtype=dtype)
-        self.model = optimize_for_inference(model.to(self.device), channels_last=True, dtype=self.dtype)
+        NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype)
+        self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
+        self.model = self.prepare(model, inplace)
+        self.features = self.model.features
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
         if self.model.cfg.feedback == "match":
@@ -144,9 +141,9 @@ class RefinedMatchPropagator(MatchPropagator):
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
-            remap = _remap(state.tracks, update.tracks)
             with torch.inference_mode():
-                maps = F.interpolate(_reorder(state.pending_labels, remap)[None].float(),
+                labels = reorder_rows(state.pending_labels, state.tracks, update.tracks)
+                maps = F.interpolate(labels[None].float(),
                                      size=update.probabilities.shape[1:], mode="bilinear", align_corners=False)[0]
             update = dataclasses.replace(update, probabilities=maps.clamp(0, 1))
         super().commit(state, frame, update)
@@ -194,18 +191,7 @@ def build_match_refine_propagator(
     content: dict[str, Any], source: str | os.PathLike, **options: Any
 ) -> RefinedMatchPropagator:
     """The registry's builder: the refiner of checked checkpoint ``content`` (``source`` names it in errors)."""
-    return RefinedMatchPropagator(model_from_checkpoint(content, source), **options)
-
-
-def _remap(tracks: list[int], new_tracks: list[int]) -> list[int | None]:
-    """For each of ``new_tracks``, its index in ``tracks`` (None: a track new to the memory)."""
-    return [tracks.index(t) if t in tracks else None for t in new_tracks]
-
-
-def _reorder(labels: Tensor, remap: list[int | None]) -> Tensor:
-    """Label channels in a new track order (None: a track the memory has no label for)."""
-    zeros = labels.new_zeros((1, *labels.shape[1:]))
-    return torch.cat([labels[i:i + 1] if i is not None else zeros for i in remap]) if remap else labels[:0]
+    return RefinedMatchPropagator(model_from_checkpoint(content, source), inplace=True, **options)
 
 
 __all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator"]
