@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidseg.models.match import MatchMemory, read_memory
+from vidseg.models.match_memory import MatchMemory, read_memory
 
 
 def unit(*shape):
@@ -31,7 +31,8 @@ def direct_read(query, anchors, recent, top_k, temperature, radius):
     return out
 
 
-@pytest.mark.parametrize("height, width, recent_frames, objects", [(6, 9, 3, 2), (11, 13, 0, 1), (9, 17, 5, 3)])
+@pytest.mark.parametrize("height, width, recent_frames, objects",
+                         [(6, 9, 3, 2), (11, 13, 0, 1), (9, 17, 5, 3), (12, 16, 4, 2), (12, 20, 2, 1)])
 def test_windowed_read_equals_the_direct_one(height, width, recent_frames, objects):
     torch.manual_seed(height)
     anchors = [(unit(12, height, width), torch.rand(objects, height, width))]

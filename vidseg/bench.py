@@ -307,14 +307,11 @@ def measure_int8(settings: BenchSettings, report: Report = print) -> dict[str, A
 
 
 def segment_memory_method() -> str:
-    """What the memory test segments with: the fastest bundled one-shot network (a torch model with per-video state;
-    frames/s on its model card), else flow. Not the default method: match-based methods run about one frame per
-    second, and the test segments 3,200 frames."""
-    from vidseg.weights import bundled_card, bundled_methods
+    """What the memory test segments with: the default one-shot method (what a user runs; it keeps a memory of past
+    frames, so a memory that grew with the video would show here first)."""
+    from vidseg.inference.methods import default_method
 
-    one_shot = [name for name in bundled_methods() if not get_method(name).zero_shot]
-    speed = {name: bundled_card(name).get("heldout", {}).get("frames/s") or 0.0 for name in one_shot}
-    return max(one_shot, key=lambda name: speed[name]) if one_shot else "flow"
+    return default_method()
 
 
 def measure_roofline(speed: list[dict[str, Any]], settings: BenchSettings, report: Report = print) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from vidseg.constants import DTYPE_NAMES
 from vidseg.inference.network import NetworkPropagator, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.checkpoint import model_from_checkpoint
-from vidseg.models.match import MatchFeatures, MatchMemory, memory_labels
+from vidseg.models.match import MatchFeatures, memory_labels
+from vidseg.models.match_memory import MatchMemory
 from vidseg.models.match_refine import LABEL_EPS, MatchRefiner, object_labels
 
 

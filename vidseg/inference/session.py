@@ -174,7 +174,7 @@ def aggregate(probabilities: Tensor) -> Tensor:
     p = probabilities.float().clamp(_EPS, 1 - _EPS)
     background = torch.prod(1 - p, dim=0, keepdim=True).clamp(_EPS, 1 - _EPS)
     stacked = torch.cat([background, p])
-    return torch.softmax(torch.log(stacked) - torch.log1p(-stacked), dim=0)
+    return torch.softmax(torch.logit(stacked), dim=0)
 
 
 def with_background(probabilities: Tensor) -> Tensor:

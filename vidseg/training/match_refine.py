@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from vidseg.config.schema import LossConfig
 from vidseg.inference.match import RefinedMatchPropagator
 from vidseg.models.losses import soft_iou_loss
-from vidseg.models.match import Memory, memory_labels, read_memory
+from vidseg.models.match import memory_labels
+from vidseg.models.match_memory import Memory, read_memory
 from vidseg.models.match_refine import MatchRefiner, build_model, object_labels
 from vidseg.training.adapter import TrainingAdapter
 
