@@ -54,7 +54,8 @@ def composite_clip(root: Path, sequences: list[str], frames: int, out: Path) -> 
     folder = out / "frames"
     folder.mkdir(parents=True)
     for t, (frame, ids) in enumerate(CompositeClip(sources, config, 0)):
-        cv2.imwrite(str(folder / f"{t:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
         if t == 0:
             write_mask(out / "00000.png", ids)
     return folder, out / "00000.png"
@@ -121,7 +122,8 @@ def main() -> None:
                                check=False, capture_output=True)
     header = ["clip (480x854)", "build", "precision", "frames", "wall s (start to last mask)", "frames/s end to end",
               "frames/s in the loop", "pixels equal to the first build"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     command = "python benchmarks/bench_default_speed.py " + " ".join(sys.argv[1:])
     text = "\n".join([f"`{command}`", "", "```", format_machine_info(), "```", "", *lines, ""])
     print(text)

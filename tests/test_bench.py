@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
-import os
 import warnings
-from pathlib import Path
 
 import pytest
 from conftest import tiny_network

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from vidseg.inference.flow import DISFlow, warp_with_flow
 from vidseg.inference.network import NetworkPropagator, NetworkState, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
-from vidseg.models.quantize import calibrate_convs
 
 # Steps of the per-video int8 calibration. Chosen on 8 DAVIS-2016 training videos (bundled S2S++, J&F against
 # float32 0.573: 1 step 0.659, 4 steps 0.610, 8 steps 0.588, 16 steps 0.576).
