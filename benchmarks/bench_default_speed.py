@@ -35,7 +35,7 @@ SIZE = (480, 854)
 
 def davis_clip(root: Path, sequence: str, out: Path) -> tuple[Path, Path]:
     """``sequence`` up-scaled to 480x854 (JPEG frames) and its first mask."""
-    video = DavisIndex(root, "2016", "train", "240p", sequences=[sequence])[0]
+    video = next(iter(DavisIndex(root, "2016", "train", "240p", sequences=[sequence])))
     frames = out / "frames"
     frames.mkdir(parents=True)
     for path in video.frame_paths:
@@ -67,7 +67,8 @@ def run_segment(source: Path, frames: Path, mask: Path, out: Path, threads: int)
     command = [sys.executable, "-m", "vidseg.cli.main", "segment", str(frames), "--mask", str(mask), "--out", str(out),
                "--threads", str(threads), "--quiet", "--overwrite"]
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    # run from the build's folder: `python -m` puts the working folder first on the path
+    result = subprocess.run(command, env=env, cwd=source, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     if result.returncode:
         raise RuntimeError(f"{source}: {result.stderr.strip().splitlines()[-1]}")
