@@ -100,8 +100,9 @@ def main() -> None:
             per_frame["session (merge, resize, decide)"].append(total - sum(clock.frame.values()))
             per_frame["total"].append(total)
     flops: dict[str, float] = {}
-    counted = {"features": lambda: propagator._encode(clip[-1]),
-               "memory read": lambda: session.state.memory.read(propagator._encode(clip[-1])[0], propagator.top_k,
+    working = session._to_working(clip[-1])
+    counted = {"features": lambda: propagator._encode(working),
+               "memory read": lambda: session.state.memory.read(propagator._encode(working)[0], propagator.top_k,
                                                                 propagator.temperature)}
     with torch.inference_mode():
         for stage, run in counted.items():
