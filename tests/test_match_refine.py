@@ -14,7 +14,14 @@ from conftest import clip_batch, moving_squares
 
 from vidseg.cli.main import main
 from vidseg.data.synth import SynthConfig, write_davis
-from vidseg.inference.match import MatchPropagator, RefinedMatchPropagator
+from vidseg.inference.match import (
+    REFINE_MARGIN,
+    REFINE_STEP,
+    MatchPropagator,
+    RefinedMatchPropagator,
+    _region,
+    refine_in_regions,
+)
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.session import InferenceSession
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
@@ -36,6 +43,41 @@ def clip():
 def untrained():
     torch.manual_seed(0)
     return build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8)}).eval()
+
+
+def test_refining_object_regions_equals_the_whole_frame_where_the_labels_are():
+    torch.manual_seed(1)
+    model = build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8)}).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # a refiner that changes the labels
+    frames = torch.rand(1, 3, 192, 320)
+    labels = torch.zeros(2, 24, 40)
+    labels[0, 5:11, 6:15] = 0.9
+    labels[1, 14:20, 26:35] = 0.7
+    with torch.no_grad():
+        _, levels = model.encode(frames)
+        whole = model.refine(levels, torch.zeros(2, dtype=torch.long), object_labels(labels), (192, 320))[:, 0]
+        regions = refine_in_regions(model, levels, labels, (192, 320))
+    for k in range(2):
+        near = F.interpolate(F.max_pool2d(labels[k][None, None], 3, 1, 1), size=(192, 320))[0, 0] > 0.01
+        torch.testing.assert_close(regions[k][near], whole[k][near], atol=2e-3, rtol=1e-3)  # kernels by shape
+        top, bottom, left, right = (8 * side for side in _region(labels[k] > 0.01, REFINE_MARGIN))
+        far = torch.ones(192, 320, dtype=torch.bool)
+        far[top:bottom, left:right] = False  # outside the refined box: match's labels (0 here) as logits
+        assert far.any() and torch.equal(regions[k][far], torch.logit(torch.tensor(LABEL_EPS)).expand(int(far.sum())))
+
+
+def test_refined_regions_cover_the_labels_with_few_sizes():
+    sizes = set()
+    for top, bottom, left, right in [(0, 1, 0, 1), (3, 9, 7, 30), (40, 44, 70, 80), (0, 44, 0, 80), (13, 14, 41, 42)]:
+        inside = torch.zeros(44, 80, dtype=torch.bool)
+        inside[top:bottom, left:right] = True
+        y0, y1, x0, x1 = _region(inside, REFINE_MARGIN)
+        assert y0 <= max(0, top - REFINE_MARGIN) and y1 >= min(44, bottom + REFINE_MARGIN)
+        assert x0 <= max(0, left - REFINE_MARGIN) and x1 >= min(80, right + REFINE_MARGIN)
+        assert y0 % 2 == x0 % 2 == 0 and y1 <= 44 and x1 <= 80
+        sizes.add((y1 - y0, x1 - x0))
+    assert all(h % REFINE_STEP == 0 or h == 44 for h, _ in sizes) and all(w % REFINE_STEP == 0 for _, w in sizes)
+    assert _region(torch.zeros(44, 80, dtype=torch.bool), REFINE_MARGIN) is None
 
 
 def test_untrained_refiner_returns_the_labels(untrained):

@@ -177,15 +177,29 @@ def refine_in_regions(model: MatchRefiner, levels: list[Tensor], labels: Tensor,
 
 
 def _region(inside: Tensor, margin: int) -> tuple[int, int, int, int] | None:
-    """The cells' bounding box (top, bottom, left, right; ends exclusive) grown by ``margin`` and to even bounds (the
-    stride-16 level's cells), or None when no cell is inside."""
+    """The cells' bounding box (top, bottom, left, right; ends exclusive) grown by ``margin``, then to sides that are
+    multiples of :data:`REFINE_STEP` cells (or the whole grid), or None when no cell is inside. Few distinct sizes
+    keep oneDNN's cache of convolution kernels (one per input shape) small and warm: with boxes of any size it grew
+    by about 80 MB over 1,000 frames and compiled kernels as it went."""
     rows, cols = inside.any(1).nonzero(), inside.any(0).nonzero()
     if not len(rows):
         return None
     height, width = inside.shape
-    top, bottom = max(0, int(rows[0]) - margin) // 2 * 2, min(height, -(-(int(rows[-1]) + 1 + margin) // 2) * 2)
-    left, right = max(0, int(cols[0]) - margin) // 2 * 2, min(width, -(-(int(cols[-1]) + 1 + margin) // 2) * 2)
+    top, bottom = _span(int(rows[0]) - margin, int(rows[-1]) + 1 + margin, height)
+    left, right = _span(int(cols[0]) - margin, int(cols[-1]) + 1 + margin, width)
     return top, bottom, left, right
+
+
+REFINE_STEP = 8  # cells: region sides are multiples of it (even: whole cells of the stride-16 level too)
+
+
+def _span(start: int, stop: int, cells: int) -> tuple[int, int]:
+    """[start, stop) clipped to [0, cells) and grown to a multiple of REFINE_STEP cells (at most ``cells``, an even
+    number: working sizes are multiples of 16 pixels)."""
+    start, stop = max(0, start) // 2 * 2, min(cells, -(-stop // 2) * 2)
+    size = min(cells, -(-(stop - start) // REFINE_STEP) * REFINE_STEP)
+    start = min(start, cells - size)
+    return start, start + size
 
 
 def build_match_refine_propagator(
