@@ -68,7 +68,8 @@ class MatchPropagator(NetworkPropagator):
     def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int) -> None:
         if min(self.max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
             raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
-        self.memory, self.top_k, self.temperature, self.radius = int(memory), int(top_k), float(temperature), int(radius)
+        self.memory, self.top_k, self.radius = int(memory), int(top_k), int(radius)
+        self.temperature = float(temperature)
 
     def new_state(self) -> MatchState:
         return MatchState(memory=MatchMemory(self.memory, self.radius))
