@@ -86,10 +86,9 @@ class NetworkPropagator(Propagator):
       S2S family and RVOS, 16 for ``match``; OVSNet only scales down, in pixels (1).
     * ``channels_last``: with ``optimize``, the network and :meth:`frame_tensor` use channels-last.
 
-    ``from_checkpoint`` is optional: a weightless method (``match``) passes its feature network as ``model`` and sets
-    ``size_multiple = min_side = 16``, ``channels_last = False``, ``dtypes`` to what it takes; ``match_refine`` can use
-    ``from_checkpoint`` once its constructor takes ``inplace`` (its ``max_side`` default then comes from the
-    checkpoint's meta or training size, not its config).
+    ``from_checkpoint`` is optional: the weightless ``match`` passes its frozen feature network as ``model`` and sets
+    ``size_multiple = min_side = 16`` and ``dtypes`` to the float ones; ``match_refine`` keeps its own builder, since
+    its ``max_side`` default is its config's matching size, not the checkpoint's training size.
 
     Attributes: ``model`` (the shared network, optimised for inference), ``device``, ``dtype`` (torch dtype of
     weights and frames; float32 for int8), ``int8``, ``calibrated`` (the network is an int8 export), ``optimize``,
