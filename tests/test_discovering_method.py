@@ -164,12 +164,14 @@ def test_sigkill_then_resume_gives_identical_masks(tmp_path):
     killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
                             check=False)
     assert killed.returncode == -9, killed.stderr
-    # frames 0..19 were segmented; their masks are written behind the method (at most 4 behind), so 16..20 are on
-    # disk, and the resume point after frame 15 was saved once mask 15 was written
-    assert 16 <= len(list((tmp_path / "out").glob("*.png"))) <= 20
+    # frames 0..19 were segmented; their masks are written behind the method (up to 4 queued and 1 being written),
+    # so 15..20 are on disk, and the last periodic resume point is the one after frame 15, or after 7 when mask 15
+    # was still being written
+    assert 15 <= len(list((tmp_path / "out").glob("*.png"))) <= 20
     resumed = run_cli("segment", str(frames), "--method", "bright-spots", "--out", str(tmp_path / "out"), "--resume",
                       "--quiet")
-    assert resumed.returncode == 0 and "resumed at frame 16" in resumed.stdout, resumed.stderr
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed at frame 16" in resumed.stdout or "resumed at frame 8" in resumed.stdout, resumed.stdout
     full = run_cli("segment", str(frames), "--method", "bright-spots", "--out", str(tmp_path / "full"), "--quiet")
     assert full.returncode == 0, full.stderr
     assert (read_masks(tmp_path / "out") == read_masks(tmp_path / "full")).all()
