@@ -53,6 +53,7 @@ def test_ring_keeps_the_last_frames_and_a_rebuilt_memory_reads_the_same():
     frames = [(unit(8, height, width), torch.rand(1, height, width)) for _ in range(11)]
     for features, labels in frames:
         memory.add(features, labels, anchor=False)
+        memory.read(features, 9, 0.1)  # reads between adds: the label table is then updated slot by slot
     assert len(memory.recent) == 4 and memory.written == 11
     query = unit(8, height, width)
     expected = direct_read(query, [anchor], frames[-4:], 9, 0.1, 2)

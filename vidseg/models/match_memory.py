@@ -55,11 +55,12 @@ class MatchMemory:
         if anchor:
             self.anchors.append((features, labels))
             self._anchor_keys = None
+            self._labels = None
         elif self.size:
             self.recent = [*self.recent, (features, labels)][-self.size:]
             self._put_recent(features, self.written % self.size)
             self.written += 1
-        self._labels = None
+            self._put_recent_labels(labels, self._slot(len(self.recent) - 1))
 
     def relabel(self, labels: list[Tensor]) -> None:
         """Replace every entry's labels (anchors first, then recent, as :meth:`entry_labels` lists them), e.g. in a
@@ -79,8 +80,12 @@ class MatchMemory:
         memory.anchors, memory.written = list(anchors), int(written)
         memory.recent = list(recent[-size:]) if size else []
         for i, (features, _) in enumerate(memory.recent):
-            memory._put_recent(features, (memory.written - len(memory.recent) + i) % size)
+            memory._put_recent(features, memory._slot(i))
         return memory
+
+    def _slot(self, entry: int) -> int:
+        """The ring slot of ``recent[entry]``."""
+        return (self.written - len(self.recent) + entry) % self.size
 
     def read(self, query: Tensor, top_k: int, temperature: float) -> Tensor:
         """(K, h, w) labels of a frame's cells (``query``: (C, h, w) features): each cell takes the softmax-weighted
@@ -103,7 +108,7 @@ class MatchMemory:
         if shared:
             flat = sims.view(tiles * cells, -1)
             torch.mm(queries.reshape(tiles * cells, -1), anchor_keys, out=flat[:, local_width:])
-        newest_first = [(self.written - 1 - age) % self.size for age in range(filled)]
+        newest_first = [self._slot(filled - 1 - age) for age in range(filled)]
         if filled:
             ring = self._ring_keys[:, :, :filled].flatten(2)  # slots 0..filled-1 hold the recent frames
             local = torch.bmm(queries, ring, out=self._buffer("local", (tiles, cells, ring.shape[-1]), queries))
@@ -160,11 +165,23 @@ class MatchMemory:
                 ring = self.recent[-1][1].new_zeros((self.size, geometry.padded_height, geometry.padded_width,
                                                      objects), dtype=torch.float32)
                 for i, (_, labels) in enumerate(self.recent):
-                    slot = (self.written - len(self.recent) + i) % self.size
-                    ring[slot, r:r + height, r:r + width] = labels.permute(1, 2, 0).float()
+                    ring[self._slot(i), r:r + height, r:r + width] = labels.permute(1, 2, 0).float()
                 parts.append(ring.view(-1, objects))
             self._labels = torch.cat(parts)
         return self._labels
+
+    def _put_recent_labels(self, labels: Tensor, slot: int) -> None:
+        """Write a new recent frame's labels into the table's ``slot`` (the table is derived: it is built whole the
+        first time it is read, and rebuilt when the labels change, by :meth:`relabel` or an anchor)."""
+        table = self._labels
+        anchors = sum(f.shape[-2] * f.shape[-1] for f, _ in self.anchors)
+        if table is None or table.shape[1] != labels.shape[0] or table.shape[0] == anchors:
+            self._labels = None  # none yet, another number of objects, or no ring part yet: rebuilt when read
+            return
+        height, width = self._grid
+        geometry = _geometry(height, width, self.radius)
+        ring = table[anchors:].view(self.size, geometry.padded_height, geometry.padded_width, -1)
+        ring[slot, self.radius:self.radius + height, self.radius:self.radius + width] = labels.permute(1, 2, 0)
 
 
 @dataclass(frozen=True)
