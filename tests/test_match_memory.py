@@ -22,7 +22,8 @@ def direct_read(query, anchors, recent, top_k, temperature, radius):
             sims = [torch.einsum("c,chw->hw", q, f).flatten() for f, _ in anchors]
             labels = [lab.flatten(1).T for _, lab in anchors]
             for features, lab in recent:
-                y0, y1, x0, x1 = max(0, y - radius), min(height, y + radius + 1), max(0, x - radius), min(width, x + radius + 1)
+                y0, y1 = max(0, y - radius), min(height, y + radius + 1)
+                x0, x1 = max(0, x - radius), min(width, x + radius + 1)
                 sims.append(torch.einsum("c,chw->hw", q, features[:, y0:y1, x0:x1]).flatten())
                 labels.append(lab[:, y0:y1, x0:x1].flatten(1).T)
             sims, labels = torch.cat(sims), torch.cat(labels)
