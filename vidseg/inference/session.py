@@ -327,7 +327,6 @@ class InferenceSession:
                 tracks.append(track)
                 exclusive = torch.cat([exclusive, exclusive.new_zeros((1, height, width))])
             given_tracks.append(track)
-        exclusive = exclusive.clone()  # the prediction's maps may be the method's own
         given_region = (small > 0) & (small != VOID_ID)
         exclusive[:, given_region] = 0.0
         for track in given_tracks:
