@@ -10,7 +10,7 @@ import warnings
 from vidseg import __version__
 from vidseg.errors import VidsegError
 
-SUBCOMMAND_MODULES = ("segment", "demo", "data", "eval", "train", "export", "bench")
+SUBCOMMAND_MODULES = ("segment", "predict", "app", "demo", "data", "eval", "train", "export", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
