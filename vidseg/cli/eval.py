@@ -66,15 +66,21 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def davis_layout(root: str, year: str | None, resolution: str | None, task: str,
+                 say: bool = True) -> tuple[str, str]:
+    """The DAVIS year and resolution folder to use: the ones given, else detected (and said on stderr)."""
+    from vidseg.data.davis import detect_layout
+
+    year, resolution, detected = detect_layout(root, year, resolution, task)
+    if say and detected and (Path(root) / "ImageSets").is_dir():
+        print(f"DAVIS layout of {root}: {' '.join(detected)} (detected; pass them to choose)", file=sys.stderr)
+    return year, resolution
+
+
 def run(args: argparse.Namespace) -> int:
     from vidseg.errors import VidsegError
     from vidseg.evaluation import evaluate
     from vidseg.evaluation.jobs import evaluate_folders, is_mask_folder
-    from vidseg.evaluation.report import (
-        format_global_table,
-        format_sequence_table,
-        write_report,
-    )
     from vidseg.machine import usable_cores
 
     if args.jobs is None:
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate_folders(args.gt, args.results, args.task, void=args.void, matching=args.matching)
     else:
         if args.dataset == "davis":
-            args.year, args.resolution = _davis_layout(Path(args.gt), args.year, args.resolution, args.task)
+            args.year, args.resolution = davis_layout(args.gt, args.year, args.resolution, args.task)
         result = evaluate(
             args.gt,
             args.results,
@@ -104,33 +110,24 @@ def run(args: argparse.Namespace) -> int:
             sequences=args.sequences,
             matching=args.matching,
         )
-    elapsed = time.perf_counter() - start
-    out_dir = Path(args.out) if args.out else Path(args.results)
-    paths = write_report(result, out_dir, plots=args.plots)
+    print_report(result, Path(args.out) if args.out else Path(args.results), args.plots,
+                 time.perf_counter() - start)
+    return 0
+
+
+def print_report(result, out_dir: Path, plots: bool, seconds: float) -> None:
+    """Print the global and per-sequence tables; write the CSV / JSON report (and plots) into ``out_dir``."""
+    from vidseg.evaluation.report import (
+        format_global_table,
+        format_sequence_table,
+        write_report,
+    )
+
+    paths = write_report(result, out_dir, plots=plots)
     print(format_global_table(result))
     print()
     print(format_sequence_table(result))
     print()
-    summary = f"Evaluated {len(result.sequences)} sequences, {len(result.objects)} objects in {elapsed:.2f} s"
+    summary = f"Evaluated {len(result.sequences)} sequences, {len(result.objects)} objects in {seconds:.2f} s"
     print(summary, file=sys.stderr)
     print(f"Wrote {paths['global_csv']}, {paths['per_object_csv']} and {paths['json']}", file=sys.stderr)
-    return 0
-
-
-def _davis_layout(root: Path, year: str | None, resolution: str | None, task: str) -> tuple[str, str | None]:
-    """The DAVIS year and resolution folder to use: the ones given, else detected (and said on stderr)."""
-    import sys
-
-    detected = []
-    if year is None:
-        only_2016 = (root / "ImageSets" / "2016").is_dir() and not (root / "ImageSets" / "2017").is_dir()
-        year = "2016" if only_2016 else "2017"
-        detected.append(f"--year {year}")
-    if resolution is None:
-        folder = root / ("Annotations_unsupervised" if task == "unsupervised" and year == "2017" else "Annotations")
-        found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-        resolution = "480p" if "480p" in found or len(found) != 1 else found[0]
-        detected.append(f"--resolution {resolution}")
-    if detected and (root / "ImageSets").is_dir():
-        print(f"DAVIS layout of {root}: {' '.join(detected)} (detected; pass them to choose)", file=sys.stderr)
-    return year, resolution

@@ -20,6 +20,25 @@ from vidseg.io.masks import object_ids, read_mask
 TASKS = ("semi-supervised", "unsupervised")
 
 
+def detect_layout(root: str | os.PathLike, year: str | None, resolution: str | None,
+                  task: str = "semi-supervised") -> tuple[str, str, list[str]]:
+    """The DAVIS year and resolution folder to use: the ones given, else detected (2016 when the root has only
+    ``ImageSets/2016``; ``480p``, else the only resolution folder). The third value lists the detected ones as
+    command-line flags, for a caller to say what it chose."""
+    root = Path(root)
+    detected = []
+    if year is None:
+        only_2016 = (root / "ImageSets" / "2016").is_dir() and not (root / "ImageSets" / "2017").is_dir()
+        year = "2016" if only_2016 else "2017"
+        detected.append(f"--year {year}")
+    if resolution is None:
+        folder = root / ("Annotations_unsupervised" if task == "unsupervised" and year == "2017" else "Annotations")
+        found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        resolution = "480p" if "480p" in found or len(found) != 1 else found[0]
+        detected.append(f"--resolution {resolution}")
+    return year, resolution, detected
+
+
 class DavisIndex:
     """The sequences of one DAVIS split, with their frame and annotation files.
 

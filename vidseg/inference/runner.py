@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def segment_video(
     resume: bool = False,
     save_every: int = 100,
     labels: bool = False,
+    on_frame: Callable[[], None] | None = None,
 ) -> SegmentResult:
     """Segment ``video`` from the given masks; write one palette PNG per frame into ``out_dir``.
 
@@ -197,7 +199,7 @@ def segment_video(
     kept and the session after the last written mask is saved in ``out_dir/.vidseg-resume.npz`` (also every
     ``save_every`` frames, for harder stops), and the error says so; ``resume=True`` continues from there with the
     same masks an uninterrupted run writes. A failure before any mask leaves no output folder behind. ``labels``
-    writes each frame's name on the overlay.
+    writes each frame's name on the overlay. ``on_frame`` is called after each frame (for a caller's progress).
     """
     masks = list(masks or [])
     source = OwnVideo(video, masks)
@@ -256,10 +258,12 @@ def segment_video(
                     if index < first:  # done before the interruption
                         if overlay_writer is not None:
                             overlay_writer.write(overlay_frame(frame, read_mask(path), label=name if labels else None))
-                        continue
-                    prompt = source.prompts.get(index)
-                    mask = session.step(frame, None if prompt is None else prompt.mask)
-                    writer.put((index, session.state_dict()), path, mask, frame, name)
+                    else:
+                        prompt = source.prompts.get(index)
+                        mask = session.step(frame, None if prompt is None else prompt.mask)
+                        writer.put((index, session.state_dict()), path, mask, frame, name)
+                    if on_frame is not None:
+                        on_frame()
             except BaseException:
                 writer.drain()  # what is queued is finished: those masks are complete files
                 raise
