@@ -35,7 +35,8 @@ from vidseg.io.masks import read_mask, write_mask
 from vidseg.io.overlay import OverlayVideoWriter, overlay_frame
 from vidseg.registry import method_names, zero_shot_methods
 
-HEARTBEAT_SECONDS = 30.0
+# A page asks for progress every 0.4 s; a hidden tab's timers may run once a minute (browsers throttle them).
+HEARTBEAT_SECONDS = 120.0
 
 
 class Stopped(Exception):
@@ -55,7 +56,7 @@ class Job:
         self._work = work
         self._heartbeat = heartbeat
         self._stop_reason: str | None = None
-        self._steps = 0  # frames computed by this job (recomputed ones too), for frames/s
+        self.computed = 0  # frames computed by this job (recomputed ones too), for frames/s
         self._started = time.perf_counter()
         self._last_seen = time.monotonic()
         self._thread = threading.Thread(target=self._run, name=f"vidseg-app-{kind}", daemon=True)
@@ -95,7 +96,7 @@ class Job:
 
     def advance(self, done: int, computed: bool = True) -> None:
         self.done = done
-        self._steps += computed
+        self.computed += computed
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -103,7 +104,7 @@ class Job:
     def status(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self._started
         return {"kind": self.kind, "state": self.state, "message": self.message, "done": self.done,
-                "total": self.total, "fps": round(self._steps / seconds, 2) if seconds > 0 else 0.0,
+                "total": self.total, "fps": round(self.computed / seconds, 2) if seconds > 0 else 0.0,
                 "result": self.result}
 
 

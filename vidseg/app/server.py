@@ -269,10 +269,10 @@ async def _receive_upload(request: Request, state: AppState) -> Workspace:
     if suffix not in VIDEO_SUFFIXES:
         raise VidsegError(f"{Path(name).name or 'the file'} is not a video file",
                           fix=f"upload a {', '.join(VIDEO_SUFFIXES)} file, or open a folder of frames by its path")
-    limit_mb = state.max_upload >> 20
+    limit = f"{state.max_upload >> 20} MB" if state.max_upload >= 1 << 20 else f"{state.max_upload >> 10} KB"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > state.max_upload:
-        raise TooLarge(f"the file is over the upload limit of {limit_mb} MB",
+        raise TooLarge(f"the file is over the upload limit of {limit}",
                        fix="open it by its path instead, or restart with a larger --max-upload")
     folder = state.root / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
@@ -283,7 +283,7 @@ async def _receive_upload(request: Request, state: AppState) -> Workspace:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > state.max_upload:
-                    raise TooLarge(f"the file is over the upload limit of {limit_mb} MB",
+                    raise TooLarge(f"the file is over the upload limit of {limit}",
                                    fix="open it by its path instead, or restart with a larger --max-upload")
                 digest.update(chunk)
                 handle.write(chunk)
