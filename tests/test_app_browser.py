@@ -15,17 +15,17 @@ import pytest
 pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
 pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[dev]'")
 
-from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.select import Select  # noqa: E402
-from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
 
-from vidseg.app.server import AppServer  # noqa: E402
-from vidseg.cli.main import main  # noqa: E402
-from vidseg.data.scene import make_scene_clip  # noqa: E402
-from vidseg.io.masks import read_mask  # noqa: E402
+from vidseg.app.server import AppServer
+from vidseg.cli.main import main
+from vidseg.data.scene import make_scene_clip
+from vidseg.io.masks import read_mask
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -15,13 +15,13 @@ import pytest
 pytest.importorskip("starlette", reason="the app extra is not installed: pip install -e '.[app]'")
 pytest.importorskip("uvicorn", reason="the app extra is not installed: pip install -e '.[app]'")
 
-from vidseg.app import jobs  # noqa: E402
-from vidseg.app.server import AppServer  # noqa: E402
-from vidseg.app.workspace import Workspace, WorkspaceBusy  # noqa: E402
-from vidseg.cli.main import main  # noqa: E402
-from vidseg.data.synth import make_demo_clip  # noqa: E402
-from vidseg.errors import VidsegError  # noqa: E402
-from vidseg.io.masks import read_mask  # noqa: E402
+from vidseg.app import jobs
+from vidseg.app.server import AppServer
+from vidseg.app.workspace import Workspace, WorkspaceBusy
+from vidseg.cli.main import main
+from vidseg.data.synth import make_demo_clip
+from vidseg.errors import VidsegError
+from vidseg.io.masks import read_mask
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,15 @@ def test_an_upload_opens_and_a_long_one_without_a_length_is_cut_off(server, clip
     info = json.loads(data)
     assert len(info["frames"]) == 4 and Path(info["path"]).parent == tmp_path / "work" / "uploads"
     assert Path(info["path"]).name.startswith("my_clip-")
+    deadline = time.monotonic() + 20  # the frames of a video file are decoded once, on a thread, for the page
+    while json.loads(request(server, "GET", f"/api/v/{info['id']}")[1])["frames_ready"] < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    status, data, headers = request(server, "GET", f"/api/v/{info['id']}/frame/3")
+    assert status == 200 and headers["content-type"] == "image/jpeg" and data[:2] == b"\xff\xd8"
+    request(server, "PUT", f"/api/v/{info['id']}/given/1", np.full((72, 120), 1, np.uint8).tobytes())
+    status, data, _ = request(server, "POST", "/api/upload?name=my%20clip.avi", video.read_bytes())
+    assert status == 200 and json.loads(data)["given"] == [1]  # the same upload again: the same work folder
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     chunks = (b"x" * 8192 for _ in range(12))  # 96 KB, chunked: the limit is found while reading
     connection.request("POST", "/api/upload?name=long.mp4", body=chunks, encode_chunked=True,
@@ -257,6 +266,19 @@ def test_propagate_correct_export_equals_segment(server, clip, tmp_path):
     assert status == 200 and len(data) > 0
 
 
+def test_a_zero_shot_method_proposes_objects(server, clip):
+    vid = open_clip(server, clip)["id"]
+    status, data, headers = request(server, "GET", f"/api/v/{vid}/mask/2")
+    assert status == 200 and headers["x-mask-kind"] == "none" and data == b""
+    assert request(server, "POST", f"/api/v/{vid}/propose", {"method": "rvos", "frame": 2})[0] == 200
+    job = wait_job(server, vid)
+    assert job["state"] == "finished" and job["result"]["frame"] == 2 and "propose" in job["message"]
+    import gzip
+
+    status, data, headers = request(server, "GET", f"/api/v/{vid}/proposal")
+    assert status == 200 and headers["x-mask-kind"] == "proposal" and len(gzip.decompress(data)) == 72 * 120
+
+
 def test_repropagation_resumes_from_a_snapshot_and_equals_segment(clip, tmp_path):
     workspace = Workspace(tmp_path / "work", clip.frames_dir, snapshot_every=4)
     workspace.save_given(0, read_mask(clip.first_mask))
@@ -339,9 +361,8 @@ def test_two_writers_on_one_video_do_not_interleave(server, clip, tmp_path):
         assert status == 409 and "another tab" in error_of(data)
     finally:
         release.set()
-    with workspace.locked(), pytest.raises(WorkspaceBusy):
-        with workspace.locked():
-            pass
+    with workspace.locked(), pytest.raises(WorkspaceBusy), workspace.locked():
+        pass
 
 
 def test_a_changed_video_starts_a_fresh_folder(clip, tmp_path):

@@ -59,7 +59,7 @@ class LocalOnly:
 
     def _refusal(self, headers: dict[str, str]) -> str | None:
         if headers.get("host") not in self.hosts:
-            return f"unknown host {headers.get('host', '')!r}: use http://{sorted(self.hosts)[0]}/"
+            return f"unknown host {headers.get('host', '')!r}: use http://{min(self.hosts)}/"
         origin = headers.get("origin")
         if origin is not None and origin not in self.origins:
             return f"requests from {origin!r} are not allowed"

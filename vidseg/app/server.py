@@ -13,6 +13,7 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ class AppState:
             raise HTTPException(404, "no such video is open: open it again")
         return self.workspaces[vid]
 
-    def start(self, workspace: Workspace, kind: str, work: Any) -> Job:
+    def start(self, workspace: Workspace, kind: str, work: Callable[[Job], str]) -> Job:
         with self._lock:
             current = self.jobs.get(workspace.id)
             if current is not None and current.running:
@@ -278,18 +279,22 @@ async def _receive_upload(request: Request, state: AppState) -> Workspace:
     folder.mkdir(parents=True, exist_ok=True)
     part = folder / f".upload-{secrets.token_hex(6)}{suffix}"
     digest, size = hashlib.sha1(), 0
+    handle = await run_in_threadpool(open, part, "wb")
     try:
-        with open(part, "wb") as handle:
+        try:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > state.max_upload:
                     raise TooLarge(f"the file is over the upload limit of {limit}",
                                    fix="open it by its path instead, or restart with a larger --max-upload")
                 digest.update(chunk)
-                handle.write(chunk)
+                await run_in_threadpool(handle.write, chunk)  # the event loop keeps serving other requests
+        finally:
+            handle.close()
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(Path(name).name).stem)[:40].strip(".") or "video"
         target = folder / f"{stem}-{digest.hexdigest()[:8]}{suffix}"
-        part.replace(target)
+        if not target.is_file():  # the same file uploaded again keeps its work folder (a new mtime would reset it)
+            part.replace(target)
     finally:
         part.unlink(missing_ok=True)
     try:
