@@ -90,7 +90,8 @@ class Job:
 
     def check(self) -> None:
         if self._heartbeat is not None and time.monotonic() - self._last_seen > self._heartbeat:
-            self._stop_reason = self._stop_reason or "stopped: no page followed it (the tab was closed); propagate again to continue"
+            self._stop_reason = self._stop_reason or ("stopped: no page followed it (the tab was closed); "
+                                                      "propagate again to continue")
         if self._stop_reason is not None:
             raise Stopped(self._stop_reason)
 
