@@ -69,13 +69,15 @@ def _split_tasks(args: argparse.Namespace, out: Path):
 
     if args.masks and args.dataset != "folder":
         raise VidsegError("--masks applies to --dataset folder", fix="drop it: DAVIS and YouTube-VOS give their own")
+    if args.dataset != "folder":
+        args.split = args.split or ("val" if args.dataset == "davis" else "valid")
     if args.dataset == "davis":
         args.year, args.resolution = davis_layout(args.root, args.year, args.resolution, args.task,
                                                   say=os.environ.get("RANK", "0") == "0")
-        return predict_tasks.davis_tasks(args.root, out, args.year, args.split or "val", args.resolution, args.task,
+        return predict_tasks.davis_tasks(args.root, out, args.year, args.split, args.resolution, args.task,
                                          args.sequences)
     if args.dataset == "youtube-vos":
-        return predict_tasks.youtube_vos_tasks(args.root, out, args.split or "valid", args.task, args.sequences)
+        return predict_tasks.youtube_vos_tasks(args.root, out, args.split, args.task, args.sequences)
     if args.task == "unsupervised" and args.masks:
         raise VidsegError("--task unsupervised takes no --masks", fix="drop one of them")
     return predict_tasks.folder_tasks(args.root, out, args.masks, args.sequences)
@@ -110,14 +112,14 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise VidsegError(f"--jobs must be at least 1, got {args.jobs}", fix="e.g. --jobs 2")
     check_method_options(args)
-    out = Path(args.out)
-    split = _split_tasks(args, out)
     zero_shot = args.task == "unsupervised" or (args.dataset == "folder" and not args.masks)
     method, options = resolve_method(args, zero_shot=zero_shot)
     if zero_shot and method is not None and not get_method(method).zero_shot:
         raise VidsegError(f"method {method!r} needs the mask of each object (it cannot discover objects)",
                           fix="choose a zero-shot method with --method" + (", or give --masks" if args.masks is None
                                                                           and args.dataset == "folder" else ""))
+    out = Path(args.out)
+    split = _split_tasks(args, out)
     results = predict.ResultsFolder(out, _settings(args, method, options))
     results.check(args.overwrite)
     rank, world_size, node_processes = predict.join_torchrun(method, options)
@@ -189,7 +191,6 @@ def _score(args: argparse.Namespace, split) -> None:
         return
     start = time.perf_counter()
     names = [task.name for task in split.tasks]
-    dataset_split = args.split or ("val" if args.dataset == "davis" else "valid")
-    result = evaluate(args.root, args.out, task=args.task, dataset=args.dataset, split=dataset_split, year=args.year,
+    result = evaluate(args.root, args.out, task=args.task, dataset=args.dataset, split=args.split, year=args.year,
                       resolution=args.resolution, jobs=args.jobs, sequences=names)
     print_report(result, Path(args.out), plots=False, seconds=time.perf_counter() - start)

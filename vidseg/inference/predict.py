@@ -123,9 +123,10 @@ def _error_line(exc: Exception) -> str:
 
 
 def predict_video(task: VideoTask, propagator: Propagator, results: ResultsFolder, overwrite: bool = False,
-                  on_frame: Callable[[], None] | None = None) -> VideoOutcome:
-    """Segment one video into its results folder (continuing an interrupted run of it); a failure is returned,
-    recorded, not raised (Ctrl-C is raised: the video's resume point is saved)."""
+                  on_frame: Callable[[], None] | None = None, save_every: int = 100) -> VideoOutcome:
+    """Segment one video into its results folder (continuing an interrupted run of it; a resume point every
+    ``save_every`` frames); a failure is returned, recorded, not raised (Ctrl-C is raised: the video's resume point
+    is saved)."""
     from vidseg.inference.runner import segment_video
 
     if results.is_done(task.name) and not overwrite:
@@ -134,7 +135,8 @@ def predict_video(task: VideoTask, propagator: Propagator, results: ResultsFolde
         masks = given_mask_files(task, results.given_folder(task.name))
         out = Path(task.out_dir)
         result = segment_video(task.video, masks, out, method=propagator, overwrite=overwrite,
-                               resume=out.is_dir() and not overwrite, progress=False, on_frame=on_frame)
+                               resume=out.is_dir() and not overwrite, progress=False, on_frame=on_frame,
+                               save_every=save_every)
         outcome = VideoOutcome(task.name, result.num_frames, result.seconds)
     except Exception as exc:  # one video's failure (a corrupt frame, a bad mask) must not stop the split
         outcome = VideoOutcome(task.name, task.num_frames, error=_error_line(exc))
@@ -199,15 +201,16 @@ def _start_worker(recipe: MethodRecipe, threads: int, events: multiprocessing.Qu
         _worker["error"] = exc
 
 
-def _worker_video(task: VideoTask, results: ResultsFolder, overwrite: bool) -> VideoOutcome:
+def _worker_video(task: VideoTask, results: ResultsFolder, overwrite: bool, save_every: int) -> VideoOutcome:
     if "error" in _worker:
         raise _worker["error"]
-    return predict_video(task, _worker["propagator"], results, overwrite, on_frame=lambda: _worker["events"].put(1))
+    return predict_video(task, _worker["propagator"], results, overwrite, on_frame=lambda: _worker["events"].put(1),
+                         save_every=save_every)
 
 
 def predict_videos(tasks: list[VideoTask], results: ResultsFolder, method: MethodRecipe | Propagator,
                    jobs: int = 1, threads: int = 1, progress: SplitProgress | None = None,
-                   overwrite: bool = False) -> list[VideoOutcome]:
+                   overwrite: bool = False, save_every: int = 100) -> list[VideoOutcome]:
     """Segment ``tasks`` longest first: in this process with a built ``method`` (``jobs`` 1), or in ``jobs``
     worker processes with ``threads`` threads each, which build it from its recipe once."""
     ordered = longest_first([t for t in tasks if overwrite or not results.is_done(t.name)])
@@ -220,7 +223,7 @@ def predict_videos(tasks: list[VideoTask], results: ResultsFolder, method: Metho
         propagator = method.build() if isinstance(method, MethodRecipe) else method
         for task in ordered:
             outcomes.append(predict_video(task, propagator, results, overwrite,
-                                          on_frame=progress.frame if progress else None))
+                                          on_frame=progress.frame if progress else None, save_every=save_every))
             if progress:
                 progress.finished(outcomes[-1])
         return outcomes
@@ -230,7 +233,7 @@ def predict_videos(tasks: list[VideoTask], results: ResultsFolder, method: Metho
     events = context.Queue()
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                              initargs=(method, threads, events)) as pool:
-        pending = {pool.submit(_worker_video, task, results, overwrite) for task in ordered}
+        pending = {pool.submit(_worker_video, task, results, overwrite, save_every) for task in ordered}
         try:
             while pending:
                 finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
