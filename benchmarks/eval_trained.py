@@ -1,8 +1,9 @@
 """Score trained checkpoints and weightless methods (flow, match) on a held-out DAVIS-layout split.
 
-Every method segments each sequence from its first-frame mask (full length, all objects) with
-``segment_video``; the results are scored with the DAVIS semi-supervised protocol plus the HS2S
-analyses (early t < 10 vs late t > 20 frames; frames after a first full occlusion, 0 px threshold).
+Every method segments each sequence from its first-frame mask (full length, all objects) through ``vidseg
+predict``'s runner (:func:`vidseg.inference.predict.predict_videos`); the results are scored with the DAVIS
+semi-supervised protocol plus the HS2S analyses (early t < 10 vs late t > 20 frames; frames after a first full
+occlusion, 0 px threshold).
 
     python benchmarks/eval_trained.py --root ../shared/data/davis2016-train-240p --year 2016 \\
         --sequences-from configs/cpu/hs2s.yaml --method s2s=runs/s2s/best.pt --method hs2s=runs/hs2s/best.pt \\
@@ -18,7 +19,7 @@ import argparse
 import json
 import sys
 import tempfile
-import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ import yaml
 from vidseg.data.davis import DavisIndex
 from vidseg.evaluation import evaluate
 from vidseg.inference.methods import build_propagator
-from vidseg.inference.runner import segment_video
+from vidseg.inference.predict import ResultsFolder, predict_videos
+from vidseg.inference.predict_tasks import davis_tasks
 from vidseg.machine import format_machine_info
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
 from vidseg.registry import get_method
@@ -41,16 +43,17 @@ def val_sequences(config: Path) -> list[str]:
 
 
 def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) -> float:
-    """Segment every sequence (from its first-frame mask, or with none); returns frames/s."""
-    frames, seconds = 0, 0.0
-    for sequence in index:
-        masks = [] if zero_shot else [sequence.mask_paths[sequence.frame_names[0]]]
-        start = time.perf_counter()
-        result = segment_video(sequence.frame_paths[0].parent, masks, out_root / sequence.name, method=propagator,
-                               progress=False)
-        seconds += time.perf_counter() - start
-        frames += result.num_frames
-    return frames / seconds
+    """Segment every sequence with ``vidseg predict``'s runner (from its first-frame mask, or with none);
+    returns frames/s (reading, network and writing, start-up excluded)."""
+    tasks = davis_tasks(index.root, out_root, index.year, index.split, index.resolution, "semi-supervised",
+                        [s.name for s in index])
+    if zero_shot:
+        tasks = [replace(task, masks=()) for task in tasks]
+    outcomes = predict_videos(tasks, ResultsFolder(out_root, {}), propagator)
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise SystemExit(f"{failed[0].name}: {failed[0].error}")
+    return sum(o.frames for o in outcomes) / sum(o.seconds for o in outcomes)
 
 
 def score(name, propagator, index: DavisIndex, args, tmp: Path, zero_shot: bool = False) -> list[dict]:
