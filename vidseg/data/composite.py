@@ -61,12 +61,12 @@ class _Path:
         return centre, self.scale * (1.0 + self.scale_rate * t), self.angle + self.spin * t
 
 
-def _read_frame(sequence: VideoSequence, index: int) -> np.ndarray:
+def read_frame(sequence: VideoSequence, index: int) -> np.ndarray:
     with Image.open(sequence.frame_paths[index]) as image:
         return np.asarray(image.convert("RGB"))
 
 
-def _read_object(sequence: VideoSequence, index: int) -> np.ndarray:
+def read_object(sequence: VideoSequence, index: int) -> np.ndarray:
     """Binary object mask (all annotated ids merged) of frame ``index``; void counts as background."""
     mask = read_mask(sequence.mask_paths[sequence.frame_names[index]])
     return ((mask > 0) & (mask < 255)).astype(np.float32)
@@ -97,7 +97,7 @@ class CompositeClip:
         h, w = self.config.height, self.config.width
         rng = self.rng
         if background:  # fill the canvas, then drift slowly like a camera
-            source = _read_frame(sequence, frames[0])
+            source = read_frame(sequence, frames[0])
             scale = max(h / source.shape[0], w / source.shape[1]) * rng.uniform(1.05, 1.3)
             motion = _Path(np.array([w / 2, h / 2]) + rng.uniform(-0.05, 0.05, 2) * [w, h],
                            rng.uniform(-0.004, 0.004, 2) * [w, h], rng.uniform(0, 0.02, 2) * [w, h],
@@ -105,7 +105,7 @@ class CompositeClip:
                            rng.uniform(-0.15, 0.15))
             return {"sequence": sequence, "frames": frames, "motion": motion, "flip": bool(rng.random() < 0.5),
                     "anchor": None}
-        first = _read_object(sequence, frames[0])
+        first = read_object(sequence, frames[0])
         ys, xs = np.nonzero(first)
         if len(xs) == 0:
             size = max(first.shape)
@@ -124,7 +124,7 @@ class CompositeClip:
     def _warp(self, layer: dict, t: int) -> tuple[np.ndarray, np.ndarray]:
         """The layer's frame and object mask of clip frame ``t`` on the canvas."""
         index = layer["frames"][t]
-        image, mask = _read_frame(layer["sequence"], index), _read_object(layer["sequence"], index)
+        image, mask = read_frame(layer["sequence"], index), read_object(layer["sequence"], index)
         if layer["flip"]:
             image, mask = image[:, ::-1], mask[:, ::-1]
         anchor = layer["anchor"]
@@ -174,4 +174,4 @@ def write_composites(
     return names
 
 
-__all__ = ["CompositeClip", "CompositeConfig", "write_composites"]
+__all__ = ["CompositeClip", "CompositeConfig", "read_frame", "read_object", "write_composites"]

@@ -1,0 +1,140 @@
+"""J&F of methods on the held-out sets, per set and per video, with picture strips of the worst videos.
+
+The sets, all made from the 6 held-out DAVIS-2016 training videos of the shared data (never trained on):
+- ``davis``: the 6 videos themselves (DAVIS 2016, one object);
+- ``composites``: 12 composite clips of 2-4 of their objects over one of them (``bundle_rvos.heldout_composites``);
+- ``lookalike``: each video with its own object, mirrored and 12 frames later, pasted in as object 2
+  (:func:`vidseg.data.lookalike.lookalike_clip`);
+- ``crossing``: each video's object crossed by the next video's object (:func:`vidseg.data.lookalike.crossing_clip`).
+
+Every method runs through ``vidseg predict``'s runner from the first frame's masks; the results stay in
+``--runs/heldout-results/<method>/<set>`` (a rerun continues). The worst three videos of the first method over the
+multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
+
+    python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
+        [--strips docs/failures] [--json docs/heldout_sets.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from bundle_rvos import heldout_composites
+from eval_trained import val_sequences
+
+from vidseg.data.davis import DavisIndex
+from vidseg.data.lookalike import crossing_set, lookalike_set
+from vidseg.evaluation import evaluate
+from vidseg.inference.methods import build_propagator
+from vidseg.inference.predict import ResultsFolder, predict_videos
+from vidseg.inference.predict_tasks import davis_tasks
+from vidseg.io.masks import read_mask
+from vidseg.io.overlay import overlay_frame
+from vidseg.machine import format_machine_info
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = ("davis", "composites", "lookalike", "crossing")
+
+
+def held_out_sets(shared: Path, runs: Path) -> dict[str, tuple[Path, str]]:
+    """Set name -> (DAVIS-layout root, year); written under ``runs`` the first time."""
+    davis = shared / "data" / "davis2016-train-240p"
+    names = val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
+    sources = list(DavisIndex(davis, "2016", "train", "240p", sequences=names))
+    heldout_composites(shared, names, runs / "composite-heldout")
+    for name, write in (("lookalike", lookalike_set), ("crossing", crossing_set)):
+        if not (runs / f"heldout-{name}" / "ImageSets").is_dir():
+            write(runs / f"heldout-{name}", sources, "240p")
+    return {"davis": (davis, "2016"), "composites": (runs / "composite-heldout", "2017"),
+            "lookalike": (runs / "heldout-lookalike", "2017"), "crossing": (runs / "heldout-crossing", "2017")}
+
+
+def split_of(root: Path, year: str) -> str:
+    return "train" if (root / "ImageSets" / year / "train.txt").is_file() else "val"
+
+
+def run_set(method: str, propagator, root: Path, year: str, names: list[str] | None, out: Path) -> tuple[dict, float]:
+    split = split_of(root, year)
+    tasks = davis_tasks(root, out, year, split, "240p", "semi-supervised", names)
+    start = time.perf_counter()
+    outcomes = predict_videos(tasks, ResultsFolder(out, {"method": method}), propagator)
+    seconds = time.perf_counter() - start
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise SystemExit(f"{method} on {root}: {failed[0].name}: {failed[0].error}")
+    scores = evaluate(root, out, year=year, split=split, resolution="240p", sequences=[t.name for t in tasks])
+    return {"J&F": scores.global_metrics["J&F-Mean"], "per-video": {s.name: s.jf_mean for s in scores.sequences}}, \
+        sum(o.frames for o in outcomes if not o.earlier) / max(seconds, 1e-9)
+
+
+def strip(root: Path, results: Path, name: str, height: int = 120) -> np.ndarray:
+    """Six evenly spaced frames of ``name``: the results' overlay above the ground truth's."""
+    frames = sorted((root / "JPEGImages" / "240p" / name).glob("*.jpg"))
+    picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
+    columns = []
+    for index in picks:
+        frame = np.asarray(cv2.cvtColor(cv2.imread(str(frames[index])), cv2.COLOR_BGR2RGB))
+        stem = frames[index].stem
+        rows = [overlay_frame(frame, read_mask(folder / f"{stem}.png"), label=label)
+                for folder, label in ((results / name, f"{stem} result"), (root / "Annotations" / "240p" / name,
+                                                                           "truth"))]
+        column = np.concatenate(rows, axis=0)
+        columns.append(cv2.resize(column, (round(column.shape[1] * 2 * height / column.shape[0]), 2 * height),
+                                  interpolation=cv2.INTER_AREA))
+    return np.concatenate(columns, axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", action="append", help="default: match_refine, match, flow")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
+    parser.add_argument("--runs", type=Path, default=REPO / "runs")
+    parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
+    parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    methods = args.method or ["match_refine", "match", "flow"]
+    sets = held_out_sets(args.shared, args.runs)
+    print(format_machine_info())
+    figures: dict[str, dict] = {}
+    for method in methods:
+        propagator = build_propagator(method)
+        for set_name in args.sets:
+            root, year = sets[set_name]
+            out = args.runs / "heldout-results" / method / set_name
+            names = val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml") \
+                if set_name == "davis" else None
+            scores, speed = run_set(method, propagator, root, year, names, out)
+            figures.setdefault(method, {})[set_name] = {**scores, "frames/s": speed}
+            print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({speed:.1f} frames/s)", flush=True)
+    print("\n| method | " + " | ".join(args.sets) + " |\n|---|" + "---|" * len(args.sets))
+    for method, per_set in figures.items():
+        print(f"| {method} | " + " | ".join(f"{per_set[s]['J&F']:.3f}" for s in args.sets) + " |")
+    print("\nper video (J&F):")
+    for set_name in args.sets:
+        videos = figures[methods[0]][set_name]["per-video"]
+        print(f"\n| {set_name} | " + " | ".join(methods) + " |\n|---|" + "---|" * len(methods))
+        for video in videos:
+            print(f"| {video} | " + " | ".join(f"{figures[m][set_name]['per-video'][video]:.3f}" for m in methods)
+                  + " |")
+    if args.strips:
+        worst = sorted((score, set_name, video) for set_name in args.sets if set_name != "davis"
+                       for video, score in figures[methods[0]][set_name]["per-video"].items())[:3]
+        args.strips.mkdir(parents=True, exist_ok=True)
+        for score, set_name, video in worst:
+            root, _ = sets[set_name]
+            picture = strip(root, args.runs / "heldout-results" / methods[0] / set_name, video)
+            path = args.strips / f"{methods[0]}-{set_name}-{video}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            print(f"strip: {path} (J&F {score:.3f})")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
