@@ -60,7 +60,7 @@ def split_of(root: Path, year: str) -> str:
 
 def run_set(method: str, propagator, root: Path, year: str, names: list[str] | None, out: Path) -> tuple[dict, float]:
     split = split_of(root, year)
-    tasks = davis_tasks(root, out, year, split, "240p", "semi-supervised", names)
+    tasks = davis_tasks(root, out, year, split, "240p", "semi-supervised", names).tasks
     start = time.perf_counter()
     outcomes = predict_videos(tasks, ResultsFolder(out, {"method": method}), propagator)
     seconds = time.perf_counter() - start

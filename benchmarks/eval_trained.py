@@ -46,7 +46,7 @@ def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) 
     """Segment every sequence with ``vidseg predict``'s runner (from its first-frame mask, or with none);
     returns frames/s (reading, network and writing, start-up excluded)."""
     tasks = davis_tasks(index.root, out_root, index.year, index.split, index.resolution, "semi-supervised",
-                        [s.name for s in index])
+                        [s.name for s in index]).tasks
     if zero_shot:
         tasks = [replace(task, masks=()) for task in tasks]
     outcomes = predict_videos(tasks, ResultsFolder(out_root, {}), propagator)
