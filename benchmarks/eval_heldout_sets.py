@@ -12,7 +12,7 @@ Every method runs through ``vidseg predict``'s runner from the first frame's mas
 multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
 
     python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
-        [--strips docs/failures] [--json docs/heldout_sets.json]
+        [--online-steps 30] [--strips docs/failures] [--json docs/heldout_sets.json]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from vidseg.inference.predict_tasks import davis_tasks
 from vidseg.io.masks import read_mask
 from vidseg.io.overlay import overlay_frame
 from vidseg.machine import format_machine_info
+from vidseg.registry import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("davis", "composites", "lookalike", "crossing")
@@ -95,15 +96,21 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
+    parser.add_argument("--online-steps", type=int, action="append", default=[], metavar="N",
+                        help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    methods = args.method or ["match_refine", "match", "flow"]
+    variants = {name: {} for name in args.method or ["match_refine", "match", "flow"]}
+    for name in list(variants):
+        if "online_steps" in get_method(name).options:
+            variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
+    methods = list(variants)
     sets = held_out_sets(args.shared, args.runs)
     print(format_machine_info())
     figures: dict[str, dict] = {}
-    for method in methods:
-        propagator = build_propagator(method)
+    for method, options in variants.items():
+        propagator = build_propagator(method.split("+")[0], **options)
         for set_name in args.sets:
             root, year = sets[set_name]
             out = args.runs / "heldout-results" / method / set_name

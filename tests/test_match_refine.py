@@ -182,3 +182,36 @@ def test_vidseg_train_runs_match_refine_validates_and_resumes(tmp_path):
     assert 0 <= float(next(r["val_JF"] for r in rows if r["val_JF"])) <= 1
     last = read_checkpoint(tmp_path / "run" / "last.pt")
     assert last["method"] == "match_refine" and last["progress"]["step"] == 3
+
+
+def test_online_steps_adapt_a_copy_deterministically_and_resume_exactly(tmp_path, clip, untrained):
+    from vidseg.io.state_file import load_state, save_state
+
+    frames, masks = clip
+    path = save_checkpoint(tmp_path / "refine.pt", {"method": "match_refine", "model_config": untrained.cfg.to_dict(),
+                                                    "model": untrained.state_dict()})
+    shared = {k: v.clone() for k, v in untrained.state_dict().items()}
+    propagator = build_propagator("match_refine", path, online_steps=3, online_lr=1e-2)
+    plain = build_propagator("match_refine", path)
+    before = {k: v.clone() for k, v in propagator.model.state_dict().items()}
+
+    def run(session, start=0, stop=6):
+        return [session.step(frames[t], masks[0] if t == 0 else None) for t in range(start, stop)]
+
+    session = InferenceSession(propagator)
+    adapted = run(session)
+    assert session.state.model is not None and session.state.model is not propagator.model
+    head = session.state.model.head.weight
+    assert head.abs().sum() > 0 and not head.requires_grad  # the zero head learned, then was frozen again
+    assert all(torch.equal(v, before[k]) for k, v in propagator.model.state_dict().items())  # the shared one is not
+    assert all(torch.equal(v, shared[k]) for k, v in untrained.state_dict().items())
+    assert any((a != b).any() for a, b in zip(adapted, run(InferenceSession(plain))))  # adapting changed the masks
+    assert all((a == b).all() for a, b in zip(adapted, run(InferenceSession(propagator))))  # deterministic
+    part = InferenceSession(propagator)
+    run(part, 0, 3)
+    save_state(tmp_path / "state.npz", part.state_dict())
+    resumed = InferenceSession(build_propagator("match_refine", path, online_steps=3, online_lr=1e-2))
+    resumed.load_state_dict(load_state(tmp_path / "state.npz"))
+    assert all((a == b).all() for a, b in zip(run(resumed, 3, 6), adapted[3:]))
+    with pytest.raises(ValueError, match="same --online-steps"):
+        InferenceSession(plain).load_state_dict(part.state_dict())

@@ -77,10 +77,11 @@ COMMON_OPTIONS = {option.name: option for option in (
                  "recent GPU, or a CPU with avx512_bf16 / amx_bf16 -- else float32; an int8 export runs in int8; int8: "
                  "the large convolutions of the S2S family, RVOS and OVSNet in int8 on the CPU, calibrated on the "
                  "first frame)", choices=SEGMENT_DTYPE_CHOICES),
-    MethodOption("online_steps", int, "S2S-OL / OVSNet: fine-tune N steps on the first frame before segmenting "
-                 "(slower, often better)", metavar="N",
+    MethodOption("online_steps", int, "S2S-OL / OVSNet / match_refine: fine-tune N steps on the first given frame "
+                 "before segmenting (slower, often better)", metavar="N",
                  check=_refuse("--online-steps", lambda v: v < 0, "is negative", "use 0 (off) or a positive count")),
-    MethodOption("online_lr", float, "learning rate of --online-steps (default: 1e-5)", metavar="LR",
+    MethodOption("online_lr", float, "learning rate of --online-steps (default: 1e-5; match_refine 1e-4)",
+                 metavar="LR",
                  check=_refuse("--online-lr", lambda v: not v > 0, "must be positive", "e.g. 1e-5, the default")),
 )}
 _DECLARED = dict(COMMON_OPTIONS)  # every option by name, the first declaration of each
@@ -194,7 +195,7 @@ _BUILTIN = (
                "the frame's frozen ImageNet features", propagator="vidseg.inference.match:build_match_refine_propagator",
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
                trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
-               options=("max_side", "device", "dtype")),
+               options=("max_side", "device", "dtype", "online_steps", "online_lr")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.constants import DTYPE_NAMES
-from vidseg.inference.network import NetworkPropagator, reorder_rows
+from vidseg.inference.match_online import ONLINE_LR, finetune_refiner
+from vidseg.inference.network import NetworkPropagator, NetworkState, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.checkpoint import model_from_checkpoint
 from vidseg.models.match import MatchFeatures, memory_labels
@@ -32,7 +33,10 @@ from vidseg.models.match_refine import LABEL_EPS, MatchRefiner, object_labels
 
 
 @dataclass
-class MatchState:
+class MatchState(NetworkState):
+    """``model`` (from :class:`NetworkState`): ``match_refine``'s copy of the network fine-tuned for this video
+    (``online_steps``), if any."""
+
     tracks: list[int] = field(default_factory=list)
     memory: MatchMemory | None = None
     pending: Tensor | None = None  # features of the frame last propagated, reused by commit
@@ -129,19 +133,23 @@ class RefinedMatchPropagator(MatchPropagator):
     name = "match_refine"
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
-                 dtype: str = "float32", inplace: bool = False):
+                 dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR):
         cfg = model.cfg
-        NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype)
+        NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
+        self.online_lr = float(online_lr)
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
         if self.model.cfg.feedback == "match":
             state.pending_labels = labels
-        return Prediction(list(state.tracks), torch.sigmoid(refine_in_regions(self.model, levels, labels, size)))
+        refiner = self.network(state)
+        return Prediction(list(state.tracks), torch.sigmoid(refine_in_regions(refiner, levels, labels, size)))
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
+        if update.given and self.online_steps and state.model is None:  # the first given masks: adapt to this video
+            state.model = self._adapted(frame, update)
         if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
             with torch.inference_mode():
                 labels = reorder_rows(state.pending_labels, state.tracks, update.tracks)
@@ -149,6 +157,23 @@ class RefinedMatchPropagator(MatchPropagator):
                                      size=update.probabilities.shape[1:], mode="bilinear", align_corners=False)[0]
             update = dataclasses.replace(update, probabilities=maps.clamp(0, 1))
         super().commit(state, frame, update)
+
+    def _adapted(self, frame: np.ndarray, update: FrameUpdate) -> MatchRefiner:
+        """This video's copy of the network, its refiner fine-tuned on ``frame`` and the given masks
+        (:mod:`vidseg.inference.match_online`)."""
+        maps = update.probabilities
+        labels = torch.where(maps.amax(0) > 0.5, maps.argmax(0) + 1, 0).to(torch.uint8).cpu().numpy()
+        with torch.inference_mode(False):
+            tuned = finetune_refiner(self.model, frame, labels, self.online_steps, self.online_lr)
+        return tuned.to(self.dtype)
+
+    def state_dict(self, state: MatchState) -> dict:
+        return {**super().state_dict(state), **self.video_weights(state)}
+
+    def load_state_dict(self, saved: dict) -> MatchState:
+        state = super().load_state_dict(saved)
+        self.resume_video_weights(state, saved, started=bool(saved["anchors"]))
+        return state
 
 
 REFINE_LABEL = 0.01  # match labels at or below this are background the refiner is not asked about
