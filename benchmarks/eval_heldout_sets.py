@@ -42,17 +42,26 @@ REPO = Path(__file__).resolve().parents[1]
 SETS = ("davis", "composites", "lookalike", "crossing")
 
 
-def held_out_sets(shared: Path, runs: Path) -> dict[str, tuple[Path, str]]:
-    """Set name -> (DAVIS-layout root, year); written under ``runs`` the first time."""
+TUNING = ["bear", "breakdance-flare", "car-turn", "elephant", "kite-walk", "lucia", "motorbike", "soccerball"]
+
+
+def held_out_sets(shared: Path, runs: Path, tuning: bool = False) -> dict[str, tuple[Path, str]]:
+    """Set name -> (DAVIS-layout root, year); written under ``runs`` the first time. ``tuning``: the same sets made
+    from 8 training videos (:data:`TUNING`; no composites), to choose settings on without looking at the held-out
+    ones."""
     davis = shared / "data" / "davis2016-train-240p"
-    names = val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
+    names = TUNING if tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
+    prefix = "tuning" if tuning else "heldout"
     sources = list(DavisIndex(davis, "2016", "train", "240p", sequences=names))
-    heldout_composites(shared, names, runs / "composite-heldout")
+    sets = {"davis": (davis, "2016")}
+    if not tuning:
+        heldout_composites(shared, names, runs / "composite-heldout")
+        sets["composites"] = (runs / "composite-heldout", "2017")
     for name, write in (("lookalike", lookalike_set), ("crossing", crossing_set)):
-        if not (runs / f"heldout-{name}" / "ImageSets").is_dir():
-            write(runs / f"heldout-{name}", sources, "240p")
-    return {"davis": (davis, "2016"), "composites": (runs / "composite-heldout", "2017"),
-            "lookalike": (runs / "heldout-lookalike", "2017"), "crossing": (runs / "heldout-crossing", "2017")}
+        if not (runs / f"{prefix}-{name}" / "ImageSets").is_dir():
+            write(runs / f"{prefix}-{name}", sources, "240p")
+        sets[name] = (runs / f"{prefix}-{name}", "2017")
+    return sets
 
 
 def split_of(root: Path, year: str) -> str:
@@ -98,6 +107,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     parser.add_argument("--online-steps", type=int, action="append", default=[], metavar="N",
                         help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
+    parser.add_argument("--reach", type=int, action="append", default=[], metavar="CELLS",
+                        help="also run each method that takes --reach with it (as NAME+reachN)")
+    parser.add_argument("--tuning", action="store_true",
+                        help="the sets made from 8 training videos instead of the held-out ones (to choose settings)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -105,17 +118,20 @@ def main() -> None:
     for name in list(variants):
         if "online_steps" in get_method(name).options:
             variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
+        if "reach" in get_method(name).options:
+            variants.update({f"{name}+reach{cells}": {"reach": cells} for cells in args.reach})
     methods = list(variants)
-    sets = held_out_sets(args.shared, args.runs)
+    sets = held_out_sets(args.shared, args.runs, args.tuning)
+    args.sets = [s for s in args.sets if s in sets]
     print(format_machine_info())
     figures: dict[str, dict] = {}
+    davis_videos = TUNING if args.tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
     for method, options in variants.items():
         propagator = build_propagator(method.split("+")[0], **options)
         for set_name in args.sets:
             root, year = sets[set_name]
-            out = args.runs / "heldout-results" / method / set_name
-            names = val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml") \
-                if set_name == "davis" else None
+            out = args.runs / ("tuning-results" if args.tuning else "heldout-results") / method / set_name
+            names = davis_videos if set_name == "davis" else None
             scores, speed = run_set(method, propagator, root, year, names, out)
             figures.setdefault(method, {})[set_name] = {**scores, "frames/s": speed}
             print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({speed:.1f} frames/s)", flush=True)
@@ -135,7 +151,8 @@ def main() -> None:
         args.strips.mkdir(parents=True, exist_ok=True)
         for score, set_name, video in worst:
             root, _ = sets[set_name]
-            picture = strip(root, args.runs / "heldout-results" / methods[0] / set_name, video)
+            picture = strip(root, args.runs / ("tuning-results" if args.tuning else "heldout-results") / methods[0]
+                            / set_name, video)
             path = args.strips / f"{methods[0]}-{set_name}-{video}.png"
             cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
             print(f"strip: {path} (J&F {score:.3f})")
