@@ -42,12 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 SETS = ("davis", "composites", "lookalike", "crossing")
 
 
-TUNING = ["bear", "breakdance-flare", "car-turn", "elephant", "kite-walk", "lucia", "motorbike", "soccerball"]
+TUNING = ["breakdance-flare", "car-turn", "kite-walk", "lucia", "motorbike"]
 
 
 def held_out_sets(shared: Path, runs: Path, tuning: bool = False) -> dict[str, tuple[Path, str]]:
     """Set name -> (DAVIS-layout root, year); written under ``runs`` the first time. ``tuning``: the same sets made
-    from 8 training videos (:data:`TUNING`; no composites), to choose settings on without looking at the held-out
+    from 5 training videos (:data:`TUNING`; no composites), to choose settings on without looking at the held-out
     ones."""
     davis = shared / "data" / "davis2016-train-240p"
     names = TUNING if tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--reach", type=int, action="append", default=[], metavar="CELLS",
                         help="also run each method that takes --reach with it (as NAME+reachN)")
     parser.add_argument("--tuning", action="store_true",
-                        help="the sets made from 8 training videos instead of the held-out ones (to choose settings)")
+                        help="the sets made from 5 training videos instead of the held-out ones (to choose settings)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
