@@ -77,34 +77,3 @@ def test_match_takes_a_float_dtype_and_bfloat16_stays_close_to_float32():
     assert agree > 0.98
     with pytest.raises(ValueError, match="dtype must be one of"):
         MatchPropagator(dtype="int8")
-
-
-def test_within_reach_keeps_labels_near_where_each_seen_object_was():
-    from vidseg.inference.match import within_reach
-
-    labels = torch.full((2, 10, 10), 0.4)
-    last = torch.zeros(2, 10, 10)
-    last[0, 1, 1] = 0.9  # object 1 was at (1, 1); object 2 was hidden
-    kept = within_reach(labels, last, reach=2)
-    assert torch.equal(kept[0, :4, :4], labels[0, :4, :4]) and kept[0, 4:].sum() == 0 and kept[0, :, 4:].sum() == 0
-    assert torch.equal(kept[1], labels[1])  # a hidden object may come back anywhere
-
-
-def test_reach_resumes_exactly(tmp_path):
-    from vidseg.io.state_file import load_state, save_state
-
-    frames, masks = moving_squares(num_frames=8)
-    given = masks[0]
-
-    def run(session, start=0):
-        return [session.step(frames[t], given if t == 0 else None) for t in range(start, 8)]
-
-    build = lambda: MatchPropagator(max_side=96, memory=2, reach=3)  # noqa: E731
-    straight = run(InferenceSession(build()))
-    part = InferenceSession(build())
-    [part.step(frames[t], given if t == 0 else None) for t in range(4)]
-    save_state(tmp_path / "s.npz", part.state_dict())
-    resumed = InferenceSession(build())
-    resumed.load_state_dict(load_state(tmp_path / "s.npz"))
-    assert all(np.array_equal(a, b) for a, b in zip(run(resumed, 4), straight[4:]))
-    assert resumed.state.last is not None and len(resumed.state.last) == 2

@@ -186,23 +186,16 @@ _OVSNET_OPTIONS = (
     "online_steps", "online_lr",
 )
 
-_REACH = MethodOption(
-    "reach", int, "match / match_refine motion prior: an object seen in the last frame takes no label further than N "
-    "cells (8 pixels of the working size) from where it was, so look-alikes elsewhere are not matched to it (0: off, "
-    "the default)", metavar="CELLS",
-    check=_refuse("--reach", lambda v: v < 0, "is negative", "use 0 (off) or a number of cells, e.g. 8"))
-
 _BUILTIN = (
     MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
                propagator="vidseg.inference.flow:FlowPropagator"),
     MethodSpec("match", "label propagation by matching frozen ImageNet features (EfficientNet-Lite); no VOS "
-               "training", propagator="vidseg.inference.match:MatchPropagator",
-               options=("max_side", "device", "dtype", _REACH)),
+               "training", propagator="vidseg.inference.match:MatchPropagator", options=("max_side", "device", "dtype")),
     MethodSpec("match_refine", "match's label propagation, then a trained refiner draws each mask from the labels and "
                "the frame's frozen ImageNet features", propagator="vidseg.inference.match:build_match_refine_propagator",
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
                trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
-               options=("max_side", "device", "dtype", "online_steps", "online_lr", "reach")),
+               options=("max_side", "device", "dtype", "online_steps", "online_lr")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),

@@ -39,7 +39,6 @@ class MatchState(NetworkState):
 
     tracks: list[int] = field(default_factory=list)
     memory: MatchMemory | None = None
-    last: Tensor | None = None  # (K, h, w) the last committed frame's labels on the cell grid (for ``reach``)
     pending: Tensor | None = None  # features of the frame last propagated, reused by commit
     pending_labels: Tensor | None = None  # match_refine with feedback "match": that frame's match labels
 
@@ -55,9 +54,7 @@ class MatchPropagator(NetworkPropagator):
         :class:`~vidseg.models.match.MatchFeatures` to use instead of ``backbone`` / ``stride`` (a copy is run; the
         caller's, e.g. one in training, is left as it is). dtype: the precision of the features and of the matching
         products (``float32``; ``bfloat16``: about 2x faster where the device runs it natively; docs/experiments.md
-        has what it changes). reach: a motion prior, in cells (0: off): an object seen in the last frame takes no
-        label further than ``reach`` cells from where it was (:func:`within_reach`), so a look-alike elsewhere in
-        the frame is not matched to it; an object not seen in the last frame (hidden) may be found anywhere.
+        has what it changes).
     """
 
     name = "match"
@@ -66,18 +63,16 @@ class MatchPropagator(NetworkPropagator):
 
     def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
                  radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0",
-                 device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32",
-                 reach: int = 0):
+                 device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32"):
         features = features or MatchFeatures(backbone, stride=stride)
         super().__init__(features, device, max_side, dtype)
-        self._set_matching(memory, top_k, temperature, radius, reach)
+        self._set_matching(memory, top_k, temperature, radius)
         self.model = self.features = self.prepare(features)
 
-    def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int, reach: int) -> None:
-        if min(self.max_side, memory + 1, top_k, radius + 1, reach + 1) < 1 or temperature <= 0:
-            raise ValueError("max_side and top_k must be positive, memory, radius and reach non-negative, "
-                             "temperature > 0")
-        self.memory, self.top_k, self.radius, self.reach = int(memory), int(top_k), int(radius), int(reach)
+    def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int) -> None:
+        if min(self.max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
+            raise ValueError("max_side and top_k must be positive, memory and radius non-negative, temperature > 0")
+        self.memory, self.top_k, self.radius = int(memory), int(top_k), int(radius)
         self.temperature = float(temperature)
 
     def new_state(self) -> MatchState:
@@ -94,8 +89,6 @@ class MatchPropagator(NetworkPropagator):
         state.pending, levels = self._encode(frame)
         with torch.inference_mode():
             labels = state.memory.read(state.pending, self.top_k, self.temperature)
-            if self.reach and state.last is not None and len(state.last) == len(labels):
-                labels = within_reach(labels, state.last, self.reach)
             return self._predict(state, labels, levels, frame.shape[:2])
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:
@@ -111,11 +104,10 @@ class MatchPropagator(NetworkPropagator):
             cells = memory_labels(update.probabilities.to(self.device), self.features.stride)
             state.memory.add(features, cells, anchor=bool(update.given))
         state.tracks, state.pending, state.pending_labels = list(update.tracks), None, None
-        state.last = cells if self.reach else None
 
     def state_dict(self, state: MatchState) -> dict:
         memory = state.memory
-        return {"tracks": list(state.tracks), "written": memory.written, "last": state.last,
+        return {"tracks": list(state.tracks), "written": memory.written,
                 "anchors": [{"features": f, "labels": labels} for f, labels in memory.anchors],
                 "recent": [{"features": f, "labels": labels} for f, labels in memory.recent]}
 
@@ -126,8 +118,7 @@ class MatchPropagator(NetworkPropagator):
         recent = entries(saved["recent"])
         memory = MatchMemory.rebuilt(self.memory, self.radius, entries(saved["anchors"]), recent,
                                      int(saved.get("written", len(recent))))
-        last = saved.get("last")
-        return MatchState([int(t) for t in saved["tracks"]], memory, None if last is None else last.to(self.device))
+        return MatchState([int(t) for t in saved["tracks"]], memory)
 
 
 class RefinedMatchPropagator(MatchPropagator):
@@ -142,11 +133,10 @@ class RefinedMatchPropagator(MatchPropagator):
     name = "match_refine"
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
-                 dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR,
-                 reach: int = 0):
+                 dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR):
         cfg = model.cfg
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
-        self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius, reach)
+        self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
         self.online_lr = float(online_lr)
@@ -184,19 +174,6 @@ class RefinedMatchPropagator(MatchPropagator):
         state = super().load_state_dict(saved)
         self.resume_video_weights(state, saved, started=bool(saved["anchors"]))
         return state
-
-
-SEEN = 0.1  # a cell label above this: the object was there (for ``reach``)
-
-
-def within_reach(labels: Tensor, last: Tensor, reach: int) -> Tensor:
-    """``labels`` (K, h, w) with each object's labels kept only within ``reach`` cells (a square) of the cells where
-    it was in the last frame (``last``, (K, h, w) labels); an object with no such cell (hidden, or not yet there) keeps
-    all its labels. The mass taken away goes to the background."""
-    seen = last > SEEN
-    near = F.max_pool2d(seen[None].float(), 2 * reach + 1, stride=1, padding=reach)[0]
-    visible = seen.flatten(1).any(1).view(-1, 1, 1)
-    return labels * torch.where(visible, near.to(labels.dtype), torch.ones_like(near, dtype=labels.dtype))
 
 
 REFINE_LABEL = 0.01  # match labels at or below this are background the refiner is not asked about
@@ -258,5 +235,4 @@ def build_match_refine_propagator(
     return RefinedMatchPropagator(model_from_checkpoint(content, source), inplace=True, **options)
 
 
-__all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator",
-           "within_reach"]
+__all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator"]
