@@ -107,8 +107,6 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     parser.add_argument("--online-steps", type=int, action="append", default=[], metavar="N",
                         help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
-    parser.add_argument("--reach", type=int, action="append", default=[], metavar="CELLS",
-                        help="also run each method that takes --reach with it (as NAME+reachN)")
     parser.add_argument("--tuning", action="store_true",
                         help="the sets made from 5 training videos instead of the held-out ones (to choose settings)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
@@ -118,8 +116,6 @@ def main() -> None:
     for name in list(variants):
         if "online_steps" in get_method(name).options:
             variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
-        if "reach" in get_method(name).options:
-            variants.update({f"{name}+reach{cells}": {"reach": cells} for cells in args.reach})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)
     args.sets = [s for s in args.sets if s in sets]
