@@ -130,7 +130,8 @@ def main() -> None:
             names = davis_videos if set_name == "davis" else None
             scores, speed = run_set(method, propagator, root, year, names, out)
             figures.setdefault(method, {})[set_name] = {**scores, "frames/s": speed}
-            print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({speed:.1f} frames/s)", flush=True)
+            timing = f"{speed:.1f} frames/s" if speed else "masks of an earlier run"
+            print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({timing})", flush=True)
     print("\n| method | " + " | ".join(args.sets) + " |\n|---|" + "---|" * len(args.sets))
     for method, per_set in figures.items():
         print(f"| {method} | " + " | ".join(f"{per_set[s]['J&F']:.3f}" for s in args.sets) + " |")
