@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from bundle_rvos import heldout_composites
 from eval_trained import val_sequences
+from PIL import Image
 
 from vidseg.data.davis import DavisIndex
 from vidseg.data.lookalike import crossing_set, lookalike_set
@@ -82,7 +83,7 @@ def run_set(method: str, propagator, root: Path, year: str, names: list[str] | N
         sum(o.frames for o in outcomes if not o.earlier) / max(seconds, 1e-9)
 
 
-def strip(root: Path, results: Path, name: str, height: int = 120) -> np.ndarray:
+def strip(root: Path, results: Path, name: str, height: int = 100) -> np.ndarray:
     """Six evenly spaced frames of ``name``: the results' overlay above the ground truth's."""
     frames = sorted((root / "JPEGImages" / "240p" / name).glob("*.jpg"))
     picks = np.linspace(0, len(frames) - 1, 6).round().astype(int)
@@ -151,7 +152,7 @@ def main() -> None:
             picture = strip(root, args.runs / ("tuning-results" if args.tuning else "heldout-results") / methods[0]
                             / set_name, video)
             path = args.strips / f"{methods[0]}-{set_name}-{video}.png"
-            cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+            Image.fromarray(picture).quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)  # ~4x smaller
             print(f"strip: {path} (J&F {score:.3f})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
