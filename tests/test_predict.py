@@ -340,3 +340,18 @@ def test_zero_shot_method_on_the_unsupervised_task(tmp_path, capsys):
                    "--score") == 0
     assert "Global results for unsupervised" in capsys.readouterr().out
     assert not (tmp_path / "R" / ".vidseg-predict" / "given").exists()  # no mask was given
+
+
+def test_a_folder_of_video_files_beside_their_mask_folders(tmp_path, capsys):
+    from vidseg.data.synth import write_videos
+
+    write_videos(tmp_path / "videos", 2, SynthConfig(seed=1, num_frames=8, height=48, width=64))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("synth0000", "synth0001"):
+        shutil.copy(tmp_path / "videos" / f"{name}_mask.png", masks / f"{name}.png")
+    out = tmp_path / "R"
+    assert predict("--dataset", "folder", "--root", str(tmp_path / "videos"), "--masks", str(masks), "--method",
+                   "flow", "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["synth0000", "synth0001"]
+    assert len(masks_of(out / "synth0000")) == 8  # the *_gt folders of palette PNGs are masks, not videos

@@ -5,8 +5,9 @@ results go, in the benchmark's layout.
 - YouTube-VOS: ``OUT/Annotations/<video>/<frame>.png`` for every frame of ``JPEGImages``; each object is given by
   the annotation of its first frame (``meta.json``), with only the objects that start there, as the protocol says
   (on a split of ``train`` those PNGs also hold the objects already seen, which must not be given again).
-- A folder of videos (files or frame folders): ``OUT/<video name>/``; masks from ``MASKS/<name>/`` (PNGs named
-  after their frames) or ``MASKS/<name>.png`` (the first frame's), none for a method that discovers objects.
+- A folder of videos (files or frame folders; a folder of palette PNGs is masks, not a video): ``OUT/<video name>/``;
+  masks from ``MASKS/<name>/`` (PNGs named after their frames) or ``MASKS/<name>.png`` (the first frame's), none
+  for a method that discovers objects.
 
 Building tasks only reads; a given mask that must be cut from an annotation is written when its video runs
 (:func:`given_mask_files`).
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from vidseg.constants import VOID_ID
 from vidseg.errors import VidsegError
@@ -132,7 +134,7 @@ def folder_tasks(root: str | os.PathLike, out: Path, masks: str | os.PathLike | 
     videos: dict[str, Path] = {}
     for entry in sorted(root.iterdir()):
         is_video = entry.is_file() and entry.suffix.lower() in VIDEO_SUFFIXES
-        if not (is_video or (entry.is_dir() and list_images(entry, IMAGE_SUFFIXES))):
+        if not (is_video or (entry.is_dir() and _frame_folder(entry))):
             continue
         name = entry.stem if is_video else entry.name
         if name in videos:
@@ -152,6 +154,15 @@ def folder_tasks(root: str | os.PathLike, out: Path, masks: str | os.PathLike | 
             given = (GivenMask(str(found[0])),)
         tasks.append(VideoTask(name, str(videos[name]), given, len(VideoReader(videos[name])), str(out / name)))
     return SplitTasks(tasks, f"{len(tasks)} videos of {root}", f"the videos of {root} have no ground truth")
+
+
+def _frame_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds frames: images, the first not an indexed (palette) PNG, which is a mask."""
+    images = list_images(folder, IMAGE_SUFFIXES)
+    if not images:
+        return False
+    with Image.open(images[0]) as first:
+        return first.mode != "P"
 
 
 def given_mask_files(task: VideoTask, folder: Path) -> list[Path]:
