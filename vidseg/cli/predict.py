@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         threads, layout = _threads(args, node_processes)
         recipe = predict.MethodRecipe(method, args.checkpoint, options)
         built = None
-        if args.jobs == 1:
+        if args.jobs == 1 and results.to_do(share, args.overwrite):  # all done: nothing to build
             threads_line = set_threads(threads)
             built = recipe.build()
             layout = f", {threads_line}" if threads_line else ""

@@ -15,22 +15,16 @@ import copy
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
-from vidseg.models.losses import soft_iou_loss
 from vidseg.models.match import memory_labels
 from vidseg.models.match_memory import read_memory
-from vidseg.models.match_refine import MatchRefiner, object_labels
+from vidseg.models.match_refine import MatchRefiner, object_labels, one_hot, refiner_loss
 
 ONLINE_LR = 1e-4  # the refiner was trained at 1e-3 (cosine); a tenth of it moves it without forgetting
 IOU_WEIGHT = 0.5  # the loss of its training (configs/cpu/match_refine.yaml)
-
-
-def _one_hot(ids: Tensor, count: int) -> Tensor:
-    return (ids[None] == torch.arange(1, count + 1, device=ids.device).view(-1, 1, 1)).float()
 
 
 def finetune_refiner(model: MatchRefiner, frame: np.ndarray, labels: np.ndarray, steps: int,
@@ -70,16 +64,12 @@ def _pairs_loss(model: MatchRefiner, pairs, count: int) -> Tensor:
     total = frames.new_zeros(())
     for i in range(n):
         with torch.no_grad():
-            anchor = [(keys[i], memory_labels(_one_hot(y0[i], count), stride))]
+            anchor = [(keys[i], memory_labels(one_hot(y0[i], count), stride))]
             labels = read_memory(keys[n + i], anchor, [], cfg.top_k, cfg.temperature, cfg.radius)
         rows = torch.full((count,), n + i, dtype=torch.long, device=device)
         logits = model.refine(levels, rows, object_labels(labels), tuple(frames.shape[-2:]))[:, 0]
-        target = _one_hot(y1[i], count)
         ignore = (y1[i] == VOID_ID)[None].expand(count, -1, -1)
-        valid = (~ignore).float()
-        bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * valid).sum() \
-            / valid.sum().clamp(min=1)
-        total = total + (1 - IOU_WEIGHT) * bce + IOU_WEIGHT * soft_iou_loss(torch.sigmoid(logits), target, ignore)
+        total = total + refiner_loss(logits, one_hot(y1[i], count), ignore, IOU_WEIGHT)[0]
     return total / n
 
 

@@ -96,6 +96,10 @@ class ResultsFolder:
     def is_done(self, name: str) -> bool:
         return self._marker("done", name).is_file()
 
+    def to_do(self, tasks: list[VideoTask], overwrite: bool) -> list[VideoTask]:
+        """The tasks a run still has to segment: all of them with ``overwrite``, else those not done."""
+        return [task for task in tasks if overwrite or not self.is_done(task.name)]
+
     def record(self, outcome: VideoOutcome) -> None:
         done, failed = self._marker("done", outcome.name), self._marker("failed", outcome.name)
         if outcome.error is None:
@@ -129,8 +133,6 @@ def predict_video(task: VideoTask, propagator: Propagator, results: ResultsFolde
     is saved)."""
     from vidseg.inference.runner import segment_video
 
-    if results.is_done(task.name) and not overwrite:
-        return VideoOutcome(task.name, task.num_frames, earlier=True)
     try:
         masks = given_mask_files(task, results.given_folder(task.name))
         out = Path(task.out_dir)
@@ -213,7 +215,7 @@ def predict_videos(tasks: list[VideoTask], results: ResultsFolder, method: Metho
                    overwrite: bool = False, save_every: int = 100) -> list[VideoOutcome]:
     """Segment ``tasks`` longest first: in this process with a built ``method`` (``jobs`` 1), or in ``jobs``
     worker processes with ``threads`` threads each, which build it from its recipe once."""
-    ordered = longest_first([t for t in tasks if overwrite or not results.is_done(t.name)])
+    ordered = longest_first(results.to_do(tasks, overwrite))
     outcomes = [VideoOutcome(t.name, t.num_frames, earlier=True) for t in tasks if t not in ordered]
     for outcome in outcomes if progress else ():
         progress.finished(outcome)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.models.config_fields import config_from_dict
+from vidseg.models.losses import soft_iou_loss
 from vidseg.models.match import MatchFeatures
 
 FEEDBACK = ("refined", "match")
@@ -121,9 +122,24 @@ def object_labels(labels: Tensor) -> Tensor:
     return torch.stack([labels, labels.sum(0, keepdim=True) - labels], 1)
 
 
+def one_hot(ids: Tensor, count: int) -> Tensor:
+    """(H, W) ids -> (count, H, W) float maps of ids 1..count (background, void and other ids are zero everywhere)."""
+    return (ids[None] == torch.arange(1, count + 1, device=ids.device).view(-1, 1, 1)).float()
+
+
+def refiner_loss(logits: Tensor, target: Tensor, ignore: Tensor, iou_weight: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The refiner's training loss ``(1 - w) BCE + w (1 - soft IoU)`` of (N, H, W) ``logits`` against ``target``,
+    ``ignore`` pixels left out; returns (loss, BCE, soft-IoU loss)."""
+    valid = (~ignore).float()
+    bce = (F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none") * valid).sum() \
+        / valid.sum().clamp(min=1)
+    iou = soft_iou_loss(torch.sigmoid(logits.float()), target, ignore)
+    return (1 - iou_weight) * bce + iou_weight * iou, bce, iou
+
+
 def build_model(config: MatchRefineConfig | dict[str, Any]) -> MatchRefiner:
     cfg = config if isinstance(config, MatchRefineConfig) else MatchRefineConfig.from_dict(dict(config))
     return MatchRefiner(cfg)
 
 
-__all__ = ["MatchRefineConfig", "MatchRefiner", "build_model", "object_labels"]
+__all__ = ["MatchRefineConfig", "MatchRefiner", "build_model", "object_labels", "one_hot", "refiner_loss"]

@@ -19,10 +19,9 @@ from torch import Tensor, nn
 
 from vidseg.config.schema import LossConfig
 from vidseg.inference.match import RefinedMatchPropagator
-from vidseg.models.losses import soft_iou_loss
 from vidseg.models.match import memory_labels
 from vidseg.models.match_memory import Memory, read_memory
-from vidseg.models.match_refine import MatchRefiner, build_model, object_labels
+from vidseg.models.match_refine import MatchRefiner, build_model, object_labels, one_hot, refiner_loss
 from vidseg.training.adapter import TrainingAdapter
 
 
@@ -44,16 +43,12 @@ class MatchRefineAdapter(TrainingAdapter):
         return RefinedMatchPropagator(model, max_side=max_side, device=device)
 
 
-def _one_hot(ids: Tensor, count: int) -> Tensor:
-    return (ids[None] == torch.arange(1, count + 1, device=ids.device).view(-1, 1, 1)).float()
-
-
 def _decisions(logits: Tensor) -> Tensor:
     """(K, H, W) independent logits -> (K, H, W) one-hot of each pixel's winner after soft aggregation
     (background = prod(1 - p_k)), the maps the session commits."""
     p = torch.sigmoid(logits)
     winner = torch.cat([torch.prod(1 - p, 0, keepdim=True), p]).argmax(0)
-    return _one_hot(winner, len(p))
+    return one_hot(winner, len(p))
 
 
 def unroll_match_refine(
@@ -70,7 +65,7 @@ def unroll_match_refine(
     keys = keys.unflatten(0, (batch_size, length))
     stride = model.features.stride
     counts = [int(n) for n in batch["object_valid"].sum(1)]
-    anchors: list[Memory] = [[(keys[b, 0], memory_labels(_one_hot(masks[b, 0], counts[b]), stride))]
+    anchors: list[Memory] = [[(keys[b, 0], memory_labels(one_hot(masks[b, 0], counts[b]), stride))]
                              for b in range(batch_size)]
     recent: list[Memory] = [[] for _ in range(batch_size)]
     total, sums, counted = frames.new_zeros(()), {"bce": 0.0, "soft_iou": 0.0, "total": 0.0}, 0
@@ -91,13 +86,9 @@ def unroll_match_refine(
         if not scored:
             continue
         logits = torch.cat([per_clip[i] for i in scored])
-        target = torch.cat([_one_hot(masks[clips[i], t], counts[clips[i]]) for i in scored])
+        target = torch.cat([one_hot(masks[clips[i], t], counts[clips[i]]) for i in scored])
         ignore = torch.cat([void[clips[i], t][None].expand(counts[clips[i]], -1, -1) for i in scored])
-        valid = (~ignore).float()
-        bce = (F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none") * valid).sum() \
-            / valid.sum().clamp(min=1)
-        iou = soft_iou_loss(torch.sigmoid(logits.float()), target, ignore)
-        loss = (1 - weight) * bce + weight * iou
+        loss, bce, iou = refiner_loss(logits, target, ignore, weight)
         total = total + loss
         sums["total"] += float(loss.detach())
         sums["bce"] += float(bce.detach())
