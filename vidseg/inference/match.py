@@ -23,13 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.constants import DTYPE_NAMES
-from vidseg.inference.match_online import ONLINE_LR, finetune_refiner
 from vidseg.inference.network import NetworkPropagator, NetworkState, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.checkpoint import model_from_checkpoint
 from vidseg.models.match import MatchFeatures, memory_labels
 from vidseg.models.match_memory import MatchMemory
-from vidseg.models.match_refine import LABEL_EPS, MatchRefiner, object_labels
+from vidseg.models.match_refine import LABEL_EPS, ONLINE_LR, MatchRefiner, object_labels
 
 
 @dataclass
@@ -161,6 +160,8 @@ class RefinedMatchPropagator(MatchPropagator):
     def _adapted(self, frame: np.ndarray, update: FrameUpdate) -> MatchRefiner:
         """This video's copy of the network, its refiner fine-tuned on ``frame`` and the given masks
         (:mod:`vidseg.inference.match_online`)."""
+        from vidseg.inference.match_online import finetune_refiner  # imports torchvision's transforms: only when used
+
         maps = update.probabilities
         labels = torch.where(maps.amax(0) > 0.5, maps.argmax(0) + 1, 0).to(torch.uint8).cpu().numpy()
         with torch.inference_mode(False):

@@ -21,9 +21,8 @@ from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.models.match import memory_labels
 from vidseg.models.match_memory import read_memory
-from vidseg.models.match_refine import MatchRefiner, object_labels, one_hot, refiner_loss
+from vidseg.models.match_refine import ONLINE_LR, MatchRefiner, object_labels, one_hot, refiner_loss
 
-ONLINE_LR = 1e-4  # the refiner was trained at 1e-3 (cosine); a tenth of it moves it without forgetting
 IOU_WEIGHT = 0.5  # the loss of its training (configs/cpu/match_refine.yaml)
 
 
@@ -73,4 +72,4 @@ def _pairs_loss(model: MatchRefiner, pairs, count: int) -> Tensor:
     return total / n
 
 
-__all__ = ["ONLINE_LR", "finetune_refiner"]
+__all__ = ["finetune_refiner"]

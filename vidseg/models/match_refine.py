@@ -29,6 +29,7 @@ from vidseg.models.losses import soft_iou_loss
 from vidseg.models.match import MatchFeatures
 
 FEEDBACK = ("refined", "match")
+ONLINE_LR = 1e-4  # first-frame fine-tuning (online_steps): a tenth of the training's 1e-3 moves it without forgetting
 LABEL_EPS = 1e-3  # labels are clamped to [eps, 1 - eps] before their logit: a finite residual base
 
 
