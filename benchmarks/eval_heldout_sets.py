@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 from bundle_rvos import heldout_composites
-from eval_trained import val_sequences
+from eval_trained import segment_all, val_sequences
 from PIL import Image
 
 from vidseg.data.davis import DavisIndex
 from vidseg.data.lookalike import crossing_set, lookalike_set
 from vidseg.evaluation import evaluate
 from vidseg.inference.methods import build_propagator
-from vidseg.inference.predict import ResultsFolder, predict_videos
-from vidseg.inference.predict_tasks import davis_tasks
 from vidseg.io.masks import read_mask
 from vidseg.io.overlay import overlay_frame
 from vidseg.machine import format_machine_info
@@ -69,18 +66,14 @@ def split_of(root: Path, year: str) -> str:
     return "train" if (root / "ImageSets" / year / "train.txt").is_file() else "val"
 
 
-def run_set(method: str, propagator, root: Path, year: str, names: list[str] | None, out: Path) -> tuple[dict, float]:
+def run_set(propagator, root: Path, year: str, names: list[str] | None, out: Path) -> tuple[dict, float]:
+    """J&F of ``propagator`` on one set (its masks kept in ``out``: a rerun continues) and the frames/s of the videos
+    segmented now."""
     split = split_of(root, year)
-    tasks = davis_tasks(root, out, year, split, "240p", "semi-supervised", names).tasks
-    start = time.perf_counter()
-    outcomes = predict_videos(tasks, ResultsFolder(out, {"method": method}), propagator)
-    seconds = time.perf_counter() - start
-    failed = [o for o in outcomes if o.error]
-    if failed:
-        raise SystemExit(f"{method} on {root}: {failed[0].name}: {failed[0].error}")
-    scores = evaluate(root, out, year=year, split=split, resolution="240p", sequences=[t.name for t in tasks])
-    return {"J&F": scores.global_metrics["J&F-Mean"], "per-video": {s.name: s.jf_mean for s in scores.sequences}}, \
-        sum(o.frames for o in outcomes if not o.earlier) / max(seconds, 1e-9)
+    index = DavisIndex(root, year, split, "240p", sequences=names)
+    speed = segment_all(propagator, index, out, zero_shot=False)
+    scores = evaluate(root, out, year=year, split=split, resolution="240p", sequences=index.names)
+    return {"J&F": scores.global_metrics["J&F-Mean"], "per-video": {s.name: s.jf_mean for s in scores.sequences}}, speed
 
 
 def strip(root: Path, results: Path, name: str, height: int = 100) -> np.ndarray:
@@ -129,7 +122,7 @@ def main() -> None:
             root, year = sets[set_name]
             out = args.runs / ("tuning-results" if args.tuning else "heldout-results") / method / set_name
             names = davis_videos if set_name == "davis" else None
-            scores, speed = run_set(method, propagator, root, year, names, out)
+            scores, speed = run_set(propagator, root, year, names, out)
             figures.setdefault(method, {})[set_name] = {**scores, "frames/s": speed}
             timing = f"{speed:.1f} frames/s" if speed else "masks of an earlier run"
             print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({timing})", flush=True)

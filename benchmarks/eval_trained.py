@@ -43,8 +43,8 @@ def val_sequences(config: Path) -> list[str]:
 
 
 def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) -> float:
-    """Segment every sequence with ``vidseg predict``'s runner (from its first-frame mask, or with none);
-    returns frames/s (reading, network and writing, start-up excluded)."""
+    """Segment every sequence not yet done in ``out_root`` with ``vidseg predict``'s runner (from its first-frame
+    mask, or with none); returns their frames/s (reading, network and writing, start-up excluded; 0: none to do)."""
     tasks = davis_tasks(index.root, out_root, index.year, index.split, index.resolution, "semi-supervised",
                         [s.name for s in index]).tasks
     if zero_shot:
@@ -52,8 +52,9 @@ def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) 
     outcomes = predict_videos(tasks, ResultsFolder(out_root, {}), propagator)
     failed = [o for o in outcomes if o.error]
     if failed:
-        raise SystemExit(f"{failed[0].name}: {failed[0].error}")
-    return sum(o.frames for o in outcomes) / sum(o.seconds for o in outcomes)
+        raise SystemExit(f"{out_root}: {failed[0].name}: {failed[0].error}")
+    new = [o for o in outcomes if not o.earlier]
+    return sum(o.frames for o in new) / sum(o.seconds for o in new) if new else 0.0
 
 
 def score(name, propagator, index: DavisIndex, args, tmp: Path, zero_shot: bool = False) -> list[dict]:
