@@ -16,7 +16,7 @@ pytest.importorskip("starlette", reason="the app extra is not installed: pip ins
 pytest.importorskip("selenium", reason="selenium is not installed: pip install -e '.[dev]'")
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
@@ -68,9 +68,14 @@ def shoot(driver, name: str) -> None:
 
 
 def text_has(driver, element_id: str, text: str, timeout: float = 60.0) -> None:
-    WebDriverWait(driver, timeout, poll_frequency=0.1).until(
-        lambda d: text in d.find_element(By.ID, element_id).text,
-        message=f"#{element_id} never said {text!r}")
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+            lambda d: text in d.find_element(By.ID, element_id).text)
+    except TimeoutException:  # say what the page showed instead: a failure in CI is read from the log alone
+        shown = driver.find_element(By.ID, element_id).text
+        message = driver.find_element(By.ID, "message").text
+        raise AssertionError(f"#{element_id} never said {text!r}: it says {shown!r}, the page's message is "
+                             f"{message!r}") from None
 
 
 class Canvas:

@@ -17,6 +17,8 @@ const PALETTE = Array.from({ length: 256 }, (_, id) => {
 const app = {
   video: null,        // the server's info on the open video
   index: 0,           // the frame shown
+  wanted: 0,          // the frame asked for last (shown once its image and mask arrive)
+  showRequests: 0,    // counts show() calls: only the latest may draw
   ids: null,          // Uint8Array of the shown (or edited) mask
   kind: "none",       // what the shown mask is: result | given | stale | none | proposal
   dirty: false,       // the mask was painted and not saved
@@ -24,6 +26,7 @@ const app = {
   current: 1,         // the id the brush paints
   polygon: [],        // points of the polygon being drawn
   polling: null,
+  pollInFlight: false,
   followedJob: null,
   methods: null,
 };
@@ -118,7 +121,11 @@ function confirmLeave() {
 async function show(index) {
   if (!app.video) return;
   index = Math.max(0, Math.min(app.video.frames.length - 1, index));
+  const request = ++app.showRequests;
+  app.wanted = index;
   const [image, mask] = await Promise.all([loadImage(videoPath(`/frame/${index}`)), fetchMask(videoPath(`/mask/${index}`))]);
+  // A poll's show and the user's can overlap: the one asked for last wins, whichever arrives last.
+  if (request !== app.showRequests) return;
   app.index = index;
   frameCanvas.getContext("2d").drawImage(image, 0, 0);
   app.ids = mask.ids;
@@ -335,7 +342,16 @@ function follow(kind) {
   for (const id of ["propagate", "propose", "export", "save"]) $(id).disabled = true;
   $("stop").disabled = false;
   clearInterval(app.polling);
-  app.polling = setInterval(() => guarded(poll), 400);
+  app.polling = setInterval(pollOnce, 400);
+}
+
+async function pollOnce() {
+  // Polls never overlap: a slow one still drawing would otherwise let the next also see the job finish and move
+  // the view after the user has.
+  if (app.pollInFlight) return;
+  app.pollInFlight = true;
+  await guarded(poll);
+  app.pollInFlight = false;
 }
 
 async function poll() {
@@ -345,8 +361,8 @@ async function poll() {
   report(job);
   drawTimeline();
   if (job.kind === "propagate" && !app.dirty) {
-    const target = $("follow").checked ? Math.max(0, job.done - 1) : app.index;
-    if (target !== app.index || (app.kind !== "result" && app.index < info.done)) await show(target);
+    const target = $("follow").checked ? Math.max(0, job.done - 1) : app.wanted;
+    if (target !== app.wanted || (app.kind !== "result" && app.wanted < info.done)) await show(target);
   }
   if (job.state === "running") return;
   clearInterval(app.polling);
@@ -356,7 +372,7 @@ async function poll() {
   if (job.state !== "finished") return;
   if (job.kind === "propose") await loadProposal(job.result.frame);
   if (job.kind === "export") await showExport();
-  if (job.kind === "propagate") await show(app.index);
+  if (job.kind === "propagate") await show(app.wanted);
 }
 
 async function loadProposal(index) {
