@@ -34,6 +34,7 @@ from vidseg.inference.methods import build_propagator
 from vidseg.io.masks import read_mask
 from vidseg.io.overlay import overlay_frame
 from vidseg.machine import format_machine_info
+from vidseg.models.checkpoint import read_checkpoint
 from vidseg.registry import get_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +96,9 @@ def strip(root: Path, results: Path, name: str, height: int = 100) -> np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", action="append", help="default: match_refine, match, flow")
+    parser.add_argument("--method", action="append", metavar="NAME[=CHECKPOINT]",
+                        help="a method (bundled weights) or a label and a `vidseg train` checkpoint; "
+                             "default: match_refine, match, flow")
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--runs", type=Path, default=REPO / "runs")
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
@@ -106,9 +109,12 @@ def main() -> None:
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    variants = {name: {} for name in args.method or ["match_refine", "match", "flow"]}
+    checkpoints = dict(m.split("=", 1) if "=" in m else (m, None) for m in args.method or
+                       ["match_refine", "match", "flow"])
+    variants = {name: {} for name in checkpoints}
     for name in list(variants):
-        if "online_steps" in get_method(name).options:
+        method = read_checkpoint(checkpoints[name])["method"] if checkpoints[name] else name
+        if "online_steps" in get_method(method).options:
             variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)
@@ -117,7 +123,8 @@ def main() -> None:
     figures: dict[str, dict] = {}
     davis_videos = TUNING if args.tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
     for method, options in variants.items():
-        propagator = build_propagator(method.split("+")[0], **options)
+        base = method.split("+")[0]
+        propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], **options)
         for set_name in args.sets:
             root, year = sets[set_name]
             out = args.runs / ("tuning-results" if args.tuning else "heldout-results") / method / set_name

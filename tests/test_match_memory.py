@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidseg.models.match_memory import MatchMemory, read_memory
+from vidseg.models.match_memory import MatchMemory, read_memory, read_memory_differentiable
 
 
 def unit(*shape):
@@ -79,3 +79,48 @@ def test_memory_refuses_a_query_of_another_grid():
     memory.add(unit(8, 5, 6), torch.rand(1, 5, 6), anchor=True)
     with pytest.raises(ValueError, match="cells"):
         memory.read(unit(8, 6, 6), 5, 0.1)
+
+
+@pytest.mark.parametrize("recent_frames", [0, 3])
+def test_differentiable_read_equals_the_direct_one_and_its_gradient_reaches_every_frame(recent_frames):
+    torch.manual_seed(recent_frames)
+    height, width, objects = 9, 11, 2
+    anchors = [(unit(12, height, width).requires_grad_(), torch.rand(objects, height, width))]
+    recent = [(unit(12, height, width).requires_grad_(), torch.rand(objects, height, width))
+              for _ in range(recent_frames)]
+    query = F.normalize((recent[-1][0] if recent else anchors[0][0]).detach() + 0.5 * torch.randn(12, height, width),
+                        dim=0).requires_grad_()
+    with torch.no_grad():
+        expected = direct_read(query, anchors, recent, 7, 0.1, 2)
+    got = read_memory_differentiable(query, anchors, recent, 7, 0.1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    (got * torch.rand_like(got)).sum().backward()
+    for tensor in [query] + [features for features, _ in anchors + recent]:
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+
+
+def test_long_term_keeps_confident_frames_as_they_leave_the_recent_ones_and_reads_them_over_the_whole_frame():
+    torch.manual_seed(0)
+    height, width = 8, 10
+    memory = MatchMemory(2, 1, long_term=2, long_term_every=2)
+    anchor = (unit(6, height, width), torch.rand(1, height, width))
+    memory.add(*anchor, anchor=True)
+    frames = [(unit(6, height, width), torch.rand(1, height, width)) for _ in range(9)]
+    marks = [True, False, True, True, True, False, True, True, True]
+    for (features, labels), mark in zip(frames[:7], marks):
+        memory.add(features, labels, anchor=False, confident=mark)
+    # frames 0..4 have left the 2 recent ones: 1 was unsure, 0 and 3 came too soon after the last kept one
+    assert [f for f, _ in memory.long_term] == [frames[2][0], frames[4][0]]
+    saved = MatchMemory.rebuilt(2, 1, memory.anchors, memory.recent, memory.written, memory.long_term, 2, 2,
+                                memory.since_long_term, memory.confident)
+    for copy in (memory, saved):
+        for (features, labels), mark in zip(frames[7:], marks[7:]):
+            copy.add(features, labels, anchor=False, confident=mark)
+        assert [f for f, _ in copy.long_term] == [frames[4][0], frames[6][0]]  # the budget: the oldest left
+        assert [f for f, _ in copy.recent] == [frames[7][0], frames[8][0]]
+    query = F.normalize(frames[8][0] + 0.5 * torch.randn(6, height, width), dim=0)
+    expected = direct_read(query, [anchor, frames[4], frames[6]], frames[7:], 7, 0.1, 1)
+    torch.testing.assert_close(memory.read(query, 7, 0.1), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(saved.read(query, 7, 0.1), expected, atol=1e-5, rtol=1e-5)
+    order = [anchor, frames[4], frames[6], frames[7], frames[8]]  # anchors, long-term, recent
+    assert [id(labels) for labels in memory.entry_labels()] == [id(labels) for _, labels in order]

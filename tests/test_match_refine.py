@@ -215,3 +215,98 @@ def test_online_steps_adapt_a_copy_deterministically_and_resume_exactly(tmp_path
     assert all((a == b).all() for a, b in zip(run(resumed, 3, 6), adapted[3:]))
     with pytest.raises(ValueError, match="same --online-steps"):
         InferenceSession(plain).load_state_dict(part.state_dict())
+
+
+def test_untrained_key_head_matches_as_the_frozen_features_and_learns_through_the_read(clip, untrained):
+    torch.manual_seed(0)
+    model = build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8), "key_width": 8})
+    model.load_state_dict(untrained.state_dict(), strict=False)  # the same refiner, plus a new key head
+    frames, masks = clip
+    x = clip_batch(*clip)["frames"][0]
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(x)[0], untrained.features.encode(x)[0])
+    keyed = InferenceSession(RefinedMatchPropagator(model.eval()))
+    plain = InferenceSession(RefinedMatchPropagator(untrained))
+    for t, frame in enumerate(frames):
+        given = masks[0] if t == 0 else None
+        assert np.array_equal(keyed.step(frame, given), plain.step(frame, given))
+
+    loss, _ = unroll_match_refine(model.train(), clip_batch(*clip))
+    loss.backward()
+    assert model.key_head.out.weight.grad.abs().sum() > 0  # the refiner's loss reaches the keys through the read
+    assert all(p.grad is None for p in model.features.parameters())
+
+
+def test_train_init_from_starts_from_a_checkpoint_on_lookalike_and_crossing_clips(tmp_path, capsys):
+    from vidseg.config.schema import load_config
+    from vidseg.data.davis import DavisIndex
+    from vidseg.io.masks import read_mask
+    from vidseg.training.engine import Trainer
+
+    write_davis(tmp_path / "real", 3, SynthConfig(seed=3, num_frames=16, height=64, width=112, num_objects=1,
+                                                  num_distractors=0, occlusion=False), val_fraction=0.1,
+                years=("2016",))
+    torch.manual_seed(2)
+    start = build_model({"widths": (8, 8, 8), "memory": 2})
+    torch.nn.init.normal_(start.head.weight, std=0.5)  # a refiner unlike a new one
+    path = save_checkpoint(tmp_path / "start.pt", {"method": "match_refine", "model_config": start.cfg.to_dict(),
+                                                   "model": start.state_dict()})
+    two_object = {"source": str(tmp_path / "real"), "year": "2016"}
+    values = {
+        "model": {"method": "match_refine", "widths": [8, 8, 8], "memory": 2, "key_width": 4},
+        "data": {"size": [64, 96], "batch_size": 1, "workers": 0, "clip_length": 3, "samples_per_epoch": 2,
+                 "train": [{"type": "lookalike", "root": str(tmp_path / "look"), **two_object},
+                           {"type": "crossing", "root": str(tmp_path / "cross"), **two_object}]},
+        "train": {"steps": 1, "log_every": 1, "out_dir": str(tmp_path / "run"), "progress": False,
+                  "init_from": str(path)},
+    }
+    config = tmp_path / "keys.yaml"
+    config.write_text(yaml.safe_dump(values))
+    trainer = Trainer(load_config(config))
+    weights = trainer.model.state_dict()
+    assert all(torch.equal(weights[name], value) for name, value in start.state_dict().items())
+    assert not trainer.model.key_head.out.weight.any()  # the new part keeps its own (zero) start
+    assert "initialised anew: key_head" in capsys.readouterr().out
+    for folder in ("look", "cross"):  # generated from the real videos: two objects in each clip's frames
+        video = next(iter(DavisIndex(tmp_path / folder, "2017", "val", "480p")))
+        assert set(np.unique(read_mask(video.mask_paths[video.frame_names[0]]))) == {0, 1, 2}
+    assert main(["train", str(config), "--out", str(tmp_path / "run2")]) == 0
+
+    other = build_model({"widths": (8, 8, 16), "memory": 2})
+    save_checkpoint(tmp_path / "other.pt", {"method": "match_refine", "model_config": other.cfg.to_dict(),
+                                            "model": other.state_dict()})
+    capsys.readouterr()
+    assert main(["train", str(config), f"train.init_from={tmp_path / 'other.pt'}", "--out", str(tmp_path / "r3")]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit this model" in err and "other.pt" in err and "Traceback" not in err
+
+
+def test_long_term_memory_keeps_confident_frames_and_resumes_exactly(clip, untrained):
+    frames, masks = clip
+    propagator = RefinedMatchPropagator(untrained, long_term=2, long_term_every=1)
+
+    def run(session, start, stop):
+        return [session.step(frames[t], masks[0] if t == 0 else None) for t in range(start, stop)]
+
+    whole = InferenceSession(propagator)
+    expected = run(whole, 0, 6)
+    assert len(whole.state.memory.long_term) == 2  # frames 1 and 2 left the 3 recent ones, sure of their squares
+    part = InferenceSession(propagator)
+    run(part, 0, 5)
+    resumed = InferenceSession(propagator)
+    resumed.load_state_dict(part.state_dict())
+    assert np.array_equal(run(resumed, 5, 6)[0], expected[5])
+    assert [f.shape for f, _ in resumed.state.memory.long_term] == [f.shape for f, _ in whole.state.memory.long_term]
+    with pytest.raises(ValueError, match="long_term"):
+        RefinedMatchPropagator(untrained, long_term=-1)
+
+
+def test_a_frame_is_confident_when_its_objects_are_sure():
+    from vidseg.inference.match import confident
+
+    maps = torch.zeros(2, 20, 30)
+    maps[0, 2:12, 3:13] = 0.95
+    assert confident(maps)
+    maps[1, 8:18, 10:25] = 0.6  # a second object claimed without conviction
+    assert not confident(maps)
+    assert not confident(torch.zeros(1, 20, 30)) and not confident(torch.zeros(0, 20, 30))

@@ -186,16 +186,22 @@ _OVSNET_OPTIONS = (
     "online_steps", "online_lr",
 )
 
+_LONG_TERM = MethodOption(
+    "long_term", int, "match / match_refine: also keep up to N confident older frames (one every 10 that leave the "
+    "16 recent ones) as memory matched over the whole frame, for long videos and objects hidden a while (default 0)",
+    metavar="N", check=_refuse("--long-term", lambda v: v < 0, "is negative", "use 0 (off) or a positive count"))
+
 _BUILTIN = (
     MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
                propagator="vidseg.inference.flow:FlowPropagator"),
     MethodSpec("match", "label propagation by matching frozen ImageNet features (EfficientNet-Lite); no VOS "
-               "training", propagator="vidseg.inference.match:MatchPropagator", options=("max_side", "device", "dtype")),
+               "training", propagator="vidseg.inference.match:MatchPropagator",
+               options=("max_side", "device", "dtype", _LONG_TERM)),
     MethodSpec("match_refine", "match's label propagation, then a trained refiner draws each mask from the labels and "
                "the frame's frozen ImageNet features", propagator="vidseg.inference.match:build_match_refine_propagator",
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
                trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
-               options=("max_side", "device", "dtype", "online_steps", "online_lr")),
+               options=("max_side", "device", "dtype", "online_steps", "online_lr", "long_term")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),

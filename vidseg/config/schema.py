@@ -24,7 +24,8 @@ import yaml
 from vidseg.errors import VidsegError
 from vidseg.registry import get_method, method_names
 
-SOURCE_TYPES = ("davis", "youtube_vos", "synth", "composite")
+SOURCE_TYPES = ("davis", "youtube_vos", "synth", "composite", "lookalike", "crossing")
+GENERATED_FROM_VIDEOS = ("composite", "lookalike", "crossing")  # written from the real videos of ``source``
 LR_SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("adam", "sgd")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -36,6 +37,8 @@ _TYPE_KEYS = {
     "synth": {"num_videos", "num_frames", "height", "width", "seed"},
     "composite": {"source", "year", "resolution", "num_videos", "num_frames", "height", "width", "seed", "max_pasted",
                   "still_fraction"},
+    "lookalike": {"source", "year", "resolution"},
+    "crossing": {"source", "year", "resolution"},
 }
 _VAL_KEYS = {"max_frames", "max_sequences", "max_side"}
 SHIPPED = Path(__file__).resolve().parents[1] / "configs"  # the configs installed with the package
@@ -70,13 +73,16 @@ class SamplingSchedule:
 
 @dataclass
 class SourceConfig:
-    """One dataset: ``type`` davis | youtube_vos | synth | composite, its ``root`` and mixing ``weight``.
+    """One dataset: ``type`` davis | youtube_vos | synth | composite | lookalike | crossing, its ``root`` and mixing
+    ``weight``.
 
     ``split`` defaults to ``train`` (DAVIS), ``train-80`` (YouTube-VOS) and every sequence (synth; DAVIS
     with ``split: all``). A ``synth`` root that does not exist is generated with ``num_videos`` x
     ``num_frames`` frames of ``height`` x ``width`` from ``seed``. A ``composite`` root that does not exist
     is generated the same way from the real videos ``sequences`` of the DAVIS root ``source`` (``year``,
-    ``resolution``): their objects pasted over each other's backgrounds (:mod:`vidseg.data.composite`).
+    ``resolution``): their objects pasted over each other's backgrounds (:mod:`vidseg.data.composite`). ``lookalike``
+    and ``crossing`` roots are generated from them too, one two-object clip per video (:mod:`vidseg.data.lookalike`:
+    the object with its own mirrored, later copy; the object crossed by the next video's).
     """
 
     type: str = "davis"
@@ -105,8 +111,8 @@ class SourceConfig:
         self.year = str(self.year)
         if min(self.num_videos, self.num_frames) < 1:
             raise ValueError("num_videos and num_frames must be positive")
-        if self.type == "composite" and not self.source:
-            raise ValueError("a composite source needs source: the DAVIS root its real videos come from")
+        if self.type in GENERATED_FROM_VIDEOS and not self.source:
+            raise ValueError(f"a {self.type} source needs source: the DAVIS root its real videos come from")
 
 
 @dataclass
@@ -175,6 +181,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     device: str = "auto"
     progress: bool = True
+    init_from: str | None = None  # a checkpoint to start from (fine-tuning; see Trainer), e.g. a bundled model
 
     def __post_init__(self) -> None:
         checks = [

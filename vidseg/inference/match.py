@@ -5,7 +5,8 @@ every frame where the user gave masks (matched over the whole frame) and the las
 (matched within ``radius`` cells of each query cell, since objects move little between frames). Each query cell
 takes the softmax-weighted (``temperature``) soft labels of its ``top_k`` most similar memory cells; the label
 maps are up-sampled to the working size. Labels are per track and sum to at most one with background the rest,
-so the maps are exclusive. Memory is bounded: the user's frames plus ``memory`` recent ones.
+so the maps are exclusive. Memory is bounded: the user's frames plus ``memory`` recent ones, plus (opt-in,
+``long_term``) that many confident older frames, matched over the whole frame (:class:`MatchMemory`).
 
 ``match_refine`` (:class:`RefinedMatchPropagator`) reads the same memory and lets a trained refiner draw the masks.
 """
@@ -30,6 +31,20 @@ from vidseg.models.match import MatchFeatures, memory_labels
 from vidseg.models.match_memory import MatchMemory
 from vidseg.models.match_refine import LABEL_EPS, ONLINE_LR, MatchRefiner, object_labels
 
+LONG_TERM_EVERY = 10  # frames leaving the recent memory between two long-term ones
+SURE = 0.8  # the least mean winning probability over an object's pixels of a frame kept as long-term memory
+
+
+def confident(probabilities: Tensor) -> bool:
+    """Whether a frame's (K, H, W) final maps are sure enough to keep as a long-term memory frame: some object is
+    there (pixels it claims with probability above 0.5), and over those pixels the winning probability averages at
+    least :data:`SURE` (a mask spread onto a look-alike, shared between two ids, averages lower)."""
+    if not len(probabilities):
+        return False
+    best = probabilities.amax(0)
+    claimed = best[best > 0.5]
+    return bool(claimed.numel()) and float(claimed.float().mean()) >= SURE
+
 
 @dataclass
 class MatchState(NetworkState):
@@ -47,7 +62,9 @@ class MatchPropagator(NetworkPropagator):
 
     Args:
         max_side: working resolution's longer side (frames are scaled up or down; sides multiples of 16).
-        memory: recent predicted frames kept. top_k: memory cells each query cell reads. temperature: of the
+        memory: recent predicted frames kept. long_term: older predicted frames kept (0: none), one every
+        ``long_term_every`` frames that leave the recent ones, if its masks were confident (:func:`confident`).
+        top_k: memory cells each query cell reads. temperature: of the
         softmax over their cosine similarities. radius: local window (cells) into recent frames. stride: of the
         feature grid (8 or 16). backbone: ``efficientnet_lite0/1/2``. device: torch device. features: a built
         :class:`~vidseg.models.match.MatchFeatures` to use instead of ``backbone`` / ``stride`` (a copy is run; the
@@ -62,10 +79,12 @@ class MatchPropagator(NetworkPropagator):
 
     def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
                  radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0",
-                 device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32"):
+                 device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32",
+                 long_term: int = 0, long_term_every: int = LONG_TERM_EVERY):
         features = features or MatchFeatures(backbone, stride=stride)
         super().__init__(features, device, max_side, dtype)
         self._set_matching(memory, top_k, temperature, radius)
+        self._set_long_term(long_term, long_term_every)
         self.model = self.features = self.prepare(features)
 
     def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int) -> None:
@@ -74,12 +93,17 @@ class MatchPropagator(NetworkPropagator):
         self.memory, self.top_k, self.radius = int(memory), int(top_k), int(radius)
         self.temperature = float(temperature)
 
+    def _set_long_term(self, long_term: int, every: int) -> None:
+        if long_term < 0 or every < 1:
+            raise ValueError("long_term must be non-negative and long_term_every positive")
+        self.long_term, self.long_term_every = int(long_term), int(every)
+
     def new_state(self) -> MatchState:
-        return MatchState(memory=MatchMemory(self.memory, self.radius))
+        return MatchState(memory=MatchMemory(self.memory, self.radius, self.long_term, self.long_term_every))
 
     def _encode(self, frame: np.ndarray) -> tuple[Tensor, list[Tensor]]:
-        with torch.inference_mode():
-            keys, levels = self.features.encode(self.frame_tensor(frame))
+        with torch.inference_mode():  # the model's keys: match_refine's pass through its trained key head, if any
+            keys, levels = self.model.encode(self.frame_tensor(frame))
         return keys[0].contiguous(), levels
 
     def propagate(self, state: MatchState, frame: np.ndarray) -> Prediction:
@@ -101,14 +125,17 @@ class MatchPropagator(NetworkPropagator):
                 state.memory.relabel([reorder_rows(labels, state.tracks, update.tracks)
                                       for labels in state.memory.entry_labels()])
             cells = memory_labels(update.probabilities.to(self.device), self.features.stride)
-            state.memory.add(features, cells, anchor=bool(update.given))
+            state.memory.add(features, cells, anchor=bool(update.given),
+                             confident=bool(self.long_term) and confident(update.probabilities))
         state.tracks, state.pending, state.pending_labels = list(update.tracks), None, None
 
     def state_dict(self, state: MatchState) -> dict:
         memory = state.memory
         return {"tracks": list(state.tracks), "written": memory.written,
                 "anchors": [{"features": f, "labels": labels} for f, labels in memory.anchors],
-                "recent": [{"features": f, "labels": labels} for f, labels in memory.recent]}
+                "recent": [{"features": f, "labels": labels} for f, labels in memory.recent],
+                "long_term": [{"features": f, "labels": labels} for f, labels in memory.long_term],
+                "confident": list(memory.confident), "since_long_term": memory.since_long_term}
 
     def load_state_dict(self, saved: dict) -> MatchState:
         def entries(items: list[dict]) -> list[tuple[Tensor, Tensor]]:
@@ -116,7 +143,9 @@ class MatchPropagator(NetworkPropagator):
 
         recent = entries(saved["recent"])
         memory = MatchMemory.rebuilt(self.memory, self.radius, entries(saved["anchors"]), recent,
-                                     int(saved.get("written", len(recent))))
+                                     int(saved.get("written", len(recent))), entries(saved.get("long_term", [])),
+                                     self.long_term, self.long_term_every, int(saved.get("since_long_term", 0)),
+                                     saved.get("confident"))
         return MatchState([int(t) for t in saved["tracks"]], memory)
 
 
@@ -132,10 +161,12 @@ class RefinedMatchPropagator(MatchPropagator):
     name = "match_refine"
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
-                 dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR):
+                 dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR,
+                 long_term: int = 0, long_term_every: int = LONG_TERM_EVERY):
         cfg = model.cfg
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
+        self._set_long_term(long_term, long_term_every)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
         self.online_lr = float(online_lr)
@@ -236,4 +267,4 @@ def build_match_refine_propagator(
     return RefinedMatchPropagator(model_from_checkpoint(content, source), inplace=True, **options)
 
 
-__all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator"]
+__all__ = ["MatchPropagator", "MatchState", "RefinedMatchPropagator", "build_match_refine_propagator", "confident"]

@@ -4,9 +4,9 @@ refiner is fine-tuned on augmented copies of the frame whose masks are given, as
 Each step draws pairs (x0, y0) -> (x1, y1) of random affine versions of the frame and its masks
 (:func:`~vidseg.data.transforms.first_frame_affine_pairs`, the S2S online-learning pairs): (x0, y0) is the
 memory's anchor, x1 is matched against it as a later frame is, and the refiner learns to draw y1 from match's labels
-and x1's features. The frozen feature network is not changed, so the matching stays that of the shared model; only
-the refining decoder learns this video's object and background. Deterministic (a seeded generator), so a resumed
-run rebuilds nothing: the tuned weights are in the resume state.
+and x1's features. The feature network and the key head are not changed, so the matching stays that of the shared
+model; only the refining decoder learns this video's object and background. Deterministic (a seeded generator), so
+a resumed run rebuilds nothing: the tuned weights are in the resume state.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def finetune_refiner(model: MatchRefiner, frame: np.ndarray, labels: np.ndarray,
     RGB at the working size) and ``labels`` ((H, W): row k of the memory is id k + 1; 255 void); the original is not
     touched. Returns it in eval mode, with no parameter requiring gradients."""
     tuned = copy.deepcopy(model).float().eval()
-    frozen = {id(p) for p in tuned.features.parameters()}
+    matching = [tuned.features] + ([tuned.key_head] if tuned.key_head is not None else [])
+    frozen = {id(p) for part in matching for p in part.parameters()}  # the memory's keys must not change mid-video
     params = [p for p in tuned.parameters() if id(p) not in frozen]
     count = int(labels[labels != VOID_ID].max(initial=0))
     if steps > 0 and count > 0:

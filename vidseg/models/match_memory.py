@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
 Memory = list[tuple[Tensor, Tensor]]  # (C, h, w) features and (K, h, w) labels of one memory frame each
 TILE = 8  # query cells per tile side: one (64 x C) @ (C x 256 T) product per tile (4 x 8 tiles, with fewer
 # neighbourhood cells per query, measured 10 % slower at 480p: smaller products run further from the peak)
@@ -32,53 +31,82 @@ class MatchMemory:
     top-k indices, so they are never expanded per query. For the same memory the labels equal a direct per-cell
     reading up to float rounding (tests/test_match_memory.py).
 
-    The lists ``anchors`` and ``recent`` (oldest first) and ``written`` (recent frames ever added: the ring slot of
-    entry i is ``(written - len(recent) + i) % size``) are the state; the rest is derived from them, so a memory
-    rebuilt from them reads exactly as the one saved.
+    ``long_term`` (optional, for long videos and objects hidden for a while): up to ``long_term`` past predicted
+    frames kept after they leave the recent ones and matched over the whole frame, as the anchors are: a frame the
+    caller marked confident becomes one as it leaves, when ``long_term_every`` frames have left since the last (the
+    oldest leaves when the budget is full). Memory stays bounded: anchors + ``long_term`` + ``size`` frames.
+
+    The lists ``anchors``, ``long_term`` and ``recent`` (oldest first) with ``confident`` (the recent frames'
+    marks), ``written`` (recent frames ever added: the ring slot of entry i is ``(written - len(recent) + i) %
+    size``) and ``since_long_term`` (frames left since the last long-term one) are the state; the rest is derived
+    from them, so a memory rebuilt from them reads exactly as the one saved.
     """
 
-    def __init__(self, size: int, radius: int):
+    def __init__(self, size: int, radius: int, long_term: int = 0, long_term_every: int = 10):
         self.size, self.radius = int(size), int(radius)
+        self.long_term_size, self.long_term_every = int(long_term), int(long_term_every)
         self.anchors: Memory = []
+        self.long_term: Memory = []
         self.recent: Memory = []
+        self.confident: list[bool] = []
         self.written = 0
+        self.since_long_term = 0
         self._grid: tuple[int, int] | None = None
         self._anchor_keys: Tensor | None = None  # (C + 1, M)
         self._ring_keys: Tensor | None = None  # (tiles, C + 1, size, neighbourhood cells)
         self._labels: Tensor | None = None  # (M + size * padded cells, K): anchors' cells, then each slot's padded grid
         self._buffers: dict[str, Tensor] = {}  # work space of read(), reused while its shape holds
 
-    def add(self, features: Tensor, labels: Tensor, anchor: bool) -> None:
+    def add(self, features: Tensor, labels: Tensor, anchor: bool, confident: bool = False) -> None:
         """Store a frame's (C, h, w) features and (K, h, w) labels: as an anchor, or as the newest recent frame
-        (the oldest leaves once ``size`` are kept)."""
+        (the oldest leaves once ``size`` are kept, to the long-term memory if its turn has come and it was
+        ``confident``)."""
         self._check_grid(*features.shape[-2:])
         if anchor:
             self.anchors.append((features, labels))
             self._anchor_keys = None
             self._labels = None
-        elif self.size:
+            return
+        if len(self.recent) == self.size:  # the oldest recent frame (or, with no recent memory, this one) leaves
+            self._retire(*((features, labels, confident) if not self.size else (*self.recent[0], self.confident[0])))
+        if self.size:
+            self.confident = [*self.confident, bool(confident)][-self.size:]
             self.recent = [*self.recent, (features, labels)][-self.size:]
             self._put_recent(features, self.written % self.size)
             self.written += 1
             self._put_recent_labels(labels, self._slot(len(self.recent) - 1))
 
+    def _retire(self, features: Tensor, labels: Tensor, confident: bool) -> None:
+        self.since_long_term += 1
+        if self.long_term_size and confident and self.since_long_term >= self.long_term_every:
+            self.long_term = [*self.long_term, (features, labels)][-self.long_term_size:]
+            self.since_long_term = 0
+            self._anchor_keys = None
+            self._labels = None
+
     def relabel(self, labels: list[Tensor]) -> None:
-        """Replace every entry's labels (anchors first, then recent, as :meth:`entry_labels` lists them), e.g. in a
-        new object order."""
-        count = len(self.anchors)
-        self.anchors = [(f, new) for (f, _), new in zip(self.anchors, labels[:count])]
-        self.recent = [(f, new) for (f, _), new in zip(self.recent, labels[count:])]
+        """Replace every entry's labels (anchors, long-term, then recent, as :meth:`entry_labels` lists them), e.g.
+        in a new object order."""
+        first, second = len(self.anchors), len(self.anchors) + len(self.long_term)
+        self.anchors = [(f, new) for (f, _), new in zip(self.anchors, labels[:first])]
+        self.long_term = [(f, new) for (f, _), new in zip(self.long_term, labels[first:second])]
+        self.recent = [(f, new) for (f, _), new in zip(self.recent, labels[second:])]
         self._labels = None
 
     def entry_labels(self) -> list[Tensor]:
-        return [labels for _, labels in (*self.anchors, *self.recent)]
+        return [labels for _, labels in (*self.anchors, *self.long_term, *self.recent)]
 
     @classmethod
-    def rebuilt(cls, size: int, radius: int, anchors: Memory, recent: Memory, written: int) -> MatchMemory:
+    def rebuilt(cls, size: int, radius: int, anchors: Memory, recent: Memory, written: int, long_term: Memory = (),
+                long_term_size: int = 0, long_term_every: int = 10, since_long_term: int = 0,
+                confident: list[bool] | None = None) -> MatchMemory:
         """The memory that :meth:`add` built from these entries (see the class docstring)."""
-        memory = cls(size, radius)
+        memory = cls(size, radius, long_term_size, long_term_every)
         memory.anchors, memory.written = list(anchors), int(written)
+        memory.long_term, memory.since_long_term = list(long_term), int(since_long_term)
         memory.recent = list(recent[-size:]) if size else []
+        marks = [bool(c) for c in confident] if confident is not None else [False] * len(recent)
+        memory.confident = marks[len(marks) - len(memory.recent):]
         for i, (features, _) in enumerate(memory.recent):
             memory._put_recent(features, memory._slot(i))
         return memory
@@ -133,9 +161,13 @@ class MatchMemory:
         elif self._grid != (height, width):
             raise ValueError(f"memory frames are {self._grid} cells, the query {(height, width)}")
 
+    def _global(self) -> Memory:
+        """The entries matched over the whole frame: the anchors, then the long-term frames."""
+        return [*self.anchors, *self.long_term]
+
     def _anchor_matrix(self) -> Tensor | None:
-        if self._anchor_keys is None and self.anchors:
-            self._anchor_keys = torch.cat([F.pad(f.flatten(1), (0, 0, 0, 1), value=1.0) for f, _ in self.anchors], 1)
+        if self._anchor_keys is None and self._global():
+            self._anchor_keys = torch.cat([F.pad(f.flatten(1), (0, 0, 0, 1), value=1.0) for f, _ in self._global()], 1)
         return self._anchor_keys
 
     def _put_recent(self, features: Tensor, slot: int) -> None:
@@ -154,9 +186,10 @@ class MatchMemory:
         self._ring_keys[:, :, slot] = neighbourhoods
 
     def _label_table(self) -> Tensor:
-        """(M + size * padded cells, K) float32: the anchors' cell labels, then each ring slot's padded label grid."""
+        """(M + size * padded cells, K) float32: the global entries' cell labels, then each ring slot's padded label
+        grid."""
         if self._labels is None:
-            parts = [labels.flatten(1).T.float() for _, labels in self.anchors]
+            parts = [labels.flatten(1).T.float() for _, labels in self._global()]
             if self.recent:
                 height, width = self._grid
                 geometry = _geometry(height, width, self.radius)
@@ -174,7 +207,7 @@ class MatchMemory:
         """Write a new recent frame's labels into the table's ``slot`` (the table is derived: it is built whole the
         first time it is read, and rebuilt when the labels change, by :meth:`relabel` or an anchor)."""
         table = self._labels
-        anchors = sum(f.shape[-2] * f.shape[-1] for f, _ in self.anchors)
+        anchors = sum(f.shape[-2] * f.shape[-1] for f, _ in self._global())
         if table is None or table.shape[1] != labels.shape[0] or table.shape[0] == anchors:
             self._labels = None  # none yet, another number of objects, or no ring part yet: rebuilt when read
             return
@@ -275,4 +308,30 @@ def read_memory(
     return MatchMemory.rebuilt(len(recent), radius, anchors, recent, len(recent)).read(query, top_k, temperature)
 
 
-__all__ = ["MatchMemory", "Memory", "read_memory"]
+def read_memory_differentiable(
+    query: Tensor, anchors: Memory, recent: Memory, top_k: int, temperature: float, radius: int
+) -> Tensor:
+    """:func:`read_memory` with gradients to the features (query and memory) through the top-k similarities, for
+    training the matching keys. Dense: each query cell against every cell of every memory frame, the recent frames'
+    cells outside the (2 radius + 1)^2 window masked out; fine at training sizes (a 32 x 56 grid), too slow to
+    replace :class:`MatchMemory` at inference."""
+    channels, height, width = query.shape
+    cells = query.reshape(channels, -1).T  # (N, C)
+    sims = [cells @ features.reshape(channels, -1) for features, _ in anchors]
+    labels = [lab.flatten(1).T for _, lab in anchors]
+    if recent:
+        y, x = torch.meshgrid(torch.arange(height, device=query.device), torch.arange(width, device=query.device),
+                              indexing="ij")
+        y, x = y.flatten(), x.flatten()
+        outside = ((y[:, None] - y[None]).abs() > radius) | ((x[:, None] - x[None]).abs() > radius)
+        for features, lab in recent:
+            sims.append((cells @ features.reshape(channels, -1)).masked_fill(outside, -OUTSIDE))
+            labels.append(lab.flatten(1).T)
+    sims, table = torch.cat(sims, 1), torch.cat(labels).float()
+    top = sims.topk(min(top_k, sims.shape[1]), dim=1)
+    weights = torch.softmax(top.values.float() / temperature, dim=1)
+    read = (weights[..., None] * table[top.indices]).sum(1)  # (N, K)
+    return read.T.reshape(-1, height, width)
+
+
+__all__ = ["MatchMemory", "Memory", "read_memory", "read_memory_differentiable"]

@@ -9,9 +9,14 @@ model (:class:`MatchRefineConfig`), so inference matches the same way; so does `
 frame enters the memory with the refined masks or with match's own labels (then the refiner cannot drift the
 matching: it only redraws the output).
 
+With ``key_width > 0`` the matching keys are trained too (:class:`KeyHead`): a small residual head on the frozen
+features, trained through the memory read so that a cell's best matches are on its own object and not on a
+look-alike (a second copy of the object, another person of a crowd). Its last layer starts at zero, so the untrained
+head matches exactly as the frozen features do.
+
 Stage methods (no per-video state here; the memory is the caller's, as in :mod:`vidseg.models.match`):
-``encode(frames) -> (keys, levels)`` (as :meth:`MatchFeatures.encode`) and ``refine(levels, rows, labels, size)
--> logits``.
+``encode(frames) -> (keys, levels)`` (as :meth:`MatchFeatures.encode`, the keys through the key head) and
+``refine(levels, rows, labels, size) -> logits``.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class MatchRefineConfig:
     memory: int = 16
     max_side: int = 640  # the working resolution the matching was tuned at
     feedback: str = "refined"  # what a predicted frame leaves in the memory: the refined masks or match's own labels
+    key_width: int = 0  # hidden channels of the trained key head; 0: the keys are the frozen features
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -54,6 +60,7 @@ class MatchRefineConfig:
             (self.method == "match_refine", f"method must be 'match_refine', got {self.method!r}"),
             (len(self.widths) == 3 and min(self.widths) > 0, f"widths must be 3 positive ints, got {self.widths}"),
             (self.feedback in FEEDBACK, f"feedback must be one of {FEEDBACK}, got {self.feedback!r}"),
+            (self.key_width >= 0, f"key_width must be non-negative, got {self.key_width}"),
             (min(self.top_k, self.max_side, self.memory + 1, self.radius + 1) > 0 and self.temperature > 0,
              "top_k and max_side must be positive, memory and radius non-negative, temperature > 0"),
         ]
@@ -71,6 +78,22 @@ class MatchRefineConfig:
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
+
+
+class KeyHead(nn.Module):
+    """Trained matching keys: ``normalize(k + head(k))`` on the frozen unit-length keys ``k`` (B, C, h, w), the head
+    a 3 x 3 convolution (its context: the cell's neighbours) to ``width`` channels and a 1 x 1 back to C, started at
+    zero (the untrained head returns ``k``)."""
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        self.context = nn.Conv2d(channels, width, 3, padding=1)
+        self.out = nn.Conv2d(width, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, keys: Tensor) -> Tensor:
+        return F.normalize(keys + self.out(torch.relu(self.context(keys))), dim=1)
 
 
 class MatchRefiner(nn.Module):
@@ -92,12 +115,14 @@ class MatchRefiner(nn.Module):
         self.head = nn.Conv2d(w2, 1, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # step 0: the refiner returns match's labels unchanged
         nn.init.zeros_(self.head.bias)
+        self.key_head = KeyHead(self.features.channels, cfg.key_width) if cfg.key_width else None
 
     def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
         """(B, 3, H, W) RGB in [0, 1] -> matching keys (B, C, H/8, W/8) and the frozen backbone levels (strides
-        2..32) :meth:`refine` reads."""
+        2..32) :meth:`refine` reads. Gradients reach the key head only."""
         with torch.no_grad():
-            return self.features.encode(frames)
+            keys, levels = self.features.encode(frames)
+        return (keys if self.key_head is None else self.key_head(keys)), levels
 
     def refine(self, levels: list[Tensor], rows: Tensor, labels: Tensor, size: tuple[int, int]) -> Tensor:
         """Mask logits (N, 1, H, W) at ``size`` for N objects: ``labels`` (N, 2, h, w) are each object's match
@@ -143,4 +168,4 @@ def build_model(config: MatchRefineConfig | dict[str, Any]) -> MatchRefiner:
     return MatchRefiner(cfg)
 
 
-__all__ = ["MatchRefineConfig", "MatchRefiner", "build_model", "object_labels", "one_hot", "refiner_loss"]
+__all__ = ["KeyHead", "MatchRefineConfig", "MatchRefiner", "build_model", "object_labels", "one_hot", "refiner_loss"]

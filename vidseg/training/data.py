@@ -67,6 +67,21 @@ def ensure_composite(source: SourceConfig) -> Path:
     return _generate_once(Path(source.root), write)
 
 
+def ensure_two_object(source: SourceConfig) -> Path:
+    """Generate the ``lookalike`` or ``crossing`` DAVIS-layout folder ``source.root`` (one two-object clip per real
+    video of ``source.source``, under its ``resolution``) unless it exists."""
+    from vidseg.data.davis import DavisIndex
+    from vidseg.data.lookalike import crossing_set, lookalike_set
+
+    def write(folder: Path) -> None:
+        if not Path(source.source).is_dir():
+            raise VidsegError(f"{source.type} source folder not found", source.source, "check data.*.source")
+        real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
+        (lookalike_set if source.type == "lookalike" else crossing_set)(folder, real, source.resolution or "480p")
+
+    return _generate_once(Path(source.root), write)
+
+
 def build_index(source: SourceConfig) -> Any:
     """The dataset index of a source (generating a missing synth or composite folder first)."""
     if source.type == "youtube_vos":
@@ -80,6 +95,9 @@ def build_index(source: SourceConfig) -> Any:
     if source.type == "composite":
         ensure_composite(source)
         return DavisIndex(source.root, "2017", "train", f"{source.height}p")
+    if source.type in ("lookalike", "crossing"):
+        ensure_two_object(source)
+        return DavisIndex(source.root, "2017", "val", source.resolution or "480p")
     root = Path(source.root)
     if not root.is_dir():
         raise VidsegError("dataset folder not found", root, "check data.*.root")

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import yaml
 from torch import Tensor, nn
 
-from vidseg.config.schema import RunConfig
+from vidseg.config.schema import GENERATED_FROM_VIDEOS, RunConfig
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_write_text
 from vidseg.machine import native_line
@@ -119,6 +119,8 @@ class Trainer:
         self.adapter: TrainingAdapter = get_method(config.model.method).load("trainer")(config)
         self.log_fields = log_fields(self.adapter)
         self.model = self.adapter.build_model().to(self.device)
+        if self.cfg.init_from:
+            self._init_from(Path(self.cfg.init_from))
         groups = self.adapter.parameter_groups(self.model)
         self.params = [p for group in groups for p in group["params"]]
         if self.cfg.optimizer == "sgd":
@@ -129,7 +131,7 @@ class Trainer:
         self.scheduler = self._build_scheduler()
         self.amp_dtype, use_scaler = self._amp_mode()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        generated = ("synth", "composite")
+        generated = ("synth", *GENERATED_FROM_VIDEOS)
         if self.is_main and any(s.type in generated for s in config.data.train):
             from vidseg.training.data import build_index
 
@@ -181,6 +183,26 @@ class Trainer:
             raise VidsegError("run folder already exists", self.out_dir,
                               "pass --resume to continue it, or choose another --out / train.out_dir")
         self._barrier()  # every rank checked before rank 0 writes anything
+
+    def _init_from(self, path: Path) -> None:
+        """Start from ``path``'s weights: every parameter and buffer it holds under the same name and shape; the
+        model's others (a part the checkpoint's model lacks, e.g. a new head) keep their initialisation."""
+        content = read_checkpoint(path)
+        if content["method"] != self.config.model.method or content.get("inference") is not None:
+            raise VidsegError(f"train.init_from holds a {content['method']!r} network"
+                              + (" exported for inference" if content.get("inference") is not None else ""), path,
+                              f"pass a float checkpoint of {self.config.model.method!r} written by `vidseg train`")
+        own = self.model.state_dict()
+        weights = {name: value.float() if value.is_floating_point() else value for name, value in content["model"].items()}
+        wrong = [name for name, value in weights.items() if name not in own or own[name].shape != value.shape]
+        if wrong:
+            raise VidsegError(f"train.init_from's weights do not fit this model ({len(wrong)} differ, e.g. "
+                              f"{wrong[0]!r})", path, "start from a checkpoint of the same architecture")
+        self.model.load_state_dict(weights, strict=False)
+        if self.is_main:
+            kept = sorted({name.split(".")[0] for name in own if name not in weights})
+            print(f"vidseg: started from {path} ({len(weights)} tensors)"
+                  + (f"; initialised anew: {', '.join(kept)}" if kept else ""), flush=True)
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         sched = torch.optim.lr_scheduler

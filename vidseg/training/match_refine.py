@@ -4,7 +4,9 @@ the masks from its labels.
 Per clip, frame 0's ground truth is the memory's anchor; for t = 1..T-1 the frozen features of frame t are matched
 against the memory, the refiner predicts every object's mask, and the decisions of the aggregated prediction (as
 the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame.
-Gradients reach the refiner only: the matching is frozen and its labels are not differentiated. Loss per
+Gradients reach the refiner and, where the model has one (``key_width > 0``), the key head: its keys are read
+through :func:`~vidseg.models.match_memory.read_memory_differentiable`, so the refiner's loss teaches the keys which
+memory cells a cell should match (otherwise the matching is frozen and its labels are not differentiated). Loss per
 (frame, object): ``(1 - w) BCE + w (1 - soft IoU)`` with ``w = train.loss.iou_weight``, void pixels left out,
 averaged over the labelled frames.
 """
@@ -20,7 +22,7 @@ from torch import Tensor, nn
 from vidseg.config.schema import LossConfig
 from vidseg.inference.match import RefinedMatchPropagator
 from vidseg.models.match import memory_labels
-from vidseg.models.match_memory import Memory, read_memory
+from vidseg.models.match_memory import Memory, read_memory, read_memory_differentiable
 from vidseg.models.match_refine import MatchRefiner, build_model, object_labels, one_hot, refiner_loss
 from vidseg.training.adapter import TrainingAdapter
 
@@ -64,6 +66,7 @@ def unroll_match_refine(
     keys, levels = model.encode(frames.flatten(0, 1))
     keys = keys.unflatten(0, (batch_size, length))
     stride = model.features.stride
+    read = read_memory if model.key_head is None else read_memory_differentiable  # the first is faster, no gradient
     counts = [int(n) for n in batch["object_valid"].sum(1)]
     anchors: list[Memory] = [[(keys[b, 0], memory_labels(one_hot(masks[b, 0], counts[b]), stride))]
                              for b in range(batch_size)]
@@ -73,8 +76,8 @@ def unroll_match_refine(
         clips = [b for b in range(batch_size) if counts[b] and bool(batch["frame_valid"][b, t])]
         if not clips:
             continue
-        labels = [object_labels(read_memory(keys[b, t], anchors[b], recent[b][-cfg.memory:] if cfg.memory else [],
-                                            cfg.top_k, cfg.temperature, cfg.radius)) for b in clips]
+        labels = [object_labels(read(keys[b, t], anchors[b], recent[b][-cfg.memory:] if cfg.memory else [],
+                                     cfg.top_k, cfg.temperature, cfg.radius)) for b in clips]
         rows = torch.cat([torch.full((counts[b],), b * length + t, device=frames.device) for b in clips])
         logits = model.refine(levels, rows, torch.cat(labels), tuple(frames.shape[-2:]))[:, 0]
         per_clip = logits.split([counts[b] for b in clips])
