@@ -12,7 +12,7 @@ Every method runs through ``vidseg predict``'s runner from the first frame's mas
 multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
 
     python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
-        [--online-steps 30] [--strips docs/failures] [--json docs/heldout_sets.json]
+        [--online-steps 30] [--long-term 4] [--strips docs/failures] [--json docs/heldout_sets.json]
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=list(SETS), choices=SETS)
     parser.add_argument("--online-steps", type=int, action="append", default=[], metavar="N",
                         help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
+    parser.add_argument("--long-term", type=int, action="append", default=[], metavar="N",
+                        help="also run each method with a long-term memory of N frames (as NAME+ltN)")
     parser.add_argument("--tuning", action="store_true",
                         help="the sets made from 5 training videos instead of the held-out ones (to choose settings)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
@@ -116,6 +118,8 @@ def main() -> None:
         method = read_checkpoint(checkpoints[name])["method"] if checkpoints[name] else name
         if "online_steps" in get_method(method).options:
             variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
+        if "long_term" in get_method(method).options:
+            variants.update({f"{name}+lt{frames}": {"long_term": frames} for frames in args.long_term})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)
     args.sets = [s for s in args.sets if s in sets]

@@ -155,7 +155,8 @@ def test_checkpoint_builds_the_method_and_resumes_exactly(tmp_path, clip, untrai
 
 @pytest.mark.parametrize("values, message", [({"widths": (8, 8)}, "widths"), ({"temperature": 0}, "temperature"),
                                              ({"method": "match"}, "method"),
-                                             ({"feedback": "both"}, "feedback")])
+                                             ({"feedback": "both"}, "feedback"), ({"long_term": -1}, "long_term"),
+                                             ({"key_width": -8}, "key_width")])
 def test_bad_config_is_rejected(values, message):
     with pytest.raises(ValueError, match=message):
         MatchRefineConfig(**values)

@@ -188,7 +188,8 @@ _OVSNET_OPTIONS = (
 
 _LONG_TERM = MethodOption(
     "long_term", int, "match / match_refine: also keep up to N confident older frames (one every 10 that leave the "
-    "16 recent ones) as memory matched over the whole frame, for long videos and objects hidden a while (default 0)",
+    "16 recent ones) as memory matched over the whole frame, for long videos and objects hidden a while (default: "
+    "match 0, match_refine its network's)",
     metavar="N", check=_refuse("--long-term", lambda v: v < 0, "is negative", "use 0 (off) or a positive count"))
 
 _BUILTIN = (

@@ -152,7 +152,7 @@ class MatchPropagator(NetworkPropagator):
 class RefinedMatchPropagator(MatchPropagator):
     """``match_refine``: match's labels, then a trained :class:`~vidseg.models.match_refine.MatchRefiner` draws each
     object's mask from them and the frame (independent maps, merged by the session). The matching settings are
-    the network's; ``max_side`` defaults to the one it was trained for.
+    the network's; ``max_side`` and ``long_term`` default to its own.
 
     The refiner runs, per object, on the part of the frame where match's labels can change the mask: the cells with
     a label above :data:`REFINE_LABEL` and :data:`REFINE_MARGIN` cells around them (the refiner's reach). Elsewhere
@@ -162,11 +162,11 @@ class RefinedMatchPropagator(MatchPropagator):
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
                  dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR,
-                 long_term: int = 0, long_term_every: int = LONG_TERM_EVERY):
+                 long_term: int | None = None, long_term_every: int = LONG_TERM_EVERY):
         cfg = model.cfg
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
-        self._set_long_term(long_term, long_term_every)
+        self._set_long_term(cfg.long_term if long_term is None else long_term, long_term_every)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
         self.online_lr = float(online_lr)

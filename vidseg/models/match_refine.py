@@ -53,6 +53,7 @@ class MatchRefineConfig:
     max_side: int = 640  # the working resolution the matching was tuned at
     feedback: str = "refined"  # what a predicted frame leaves in the memory: the refined masks or match's own labels
     key_width: int = 0  # hidden channels of the trained key head; 0: the keys are the frozen features
+    long_term: int = 0  # inference: confident older frames kept as memory (vidseg.models.match_memory.MatchMemory)
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -60,7 +61,7 @@ class MatchRefineConfig:
             (self.method == "match_refine", f"method must be 'match_refine', got {self.method!r}"),
             (len(self.widths) == 3 and min(self.widths) > 0, f"widths must be 3 positive ints, got {self.widths}"),
             (self.feedback in FEEDBACK, f"feedback must be one of {FEEDBACK}, got {self.feedback!r}"),
-            (self.key_width >= 0, f"key_width must be non-negative, got {self.key_width}"),
+            (min(self.key_width, self.long_term) >= 0, "key_width and long_term must be non-negative"),
             (min(self.top_k, self.max_side, self.memory + 1, self.radius + 1) > 0 and self.temperature > 0,
              "top_k and max_side must be positive, memory and radius non-negative, temperature > 0"),
         ]
