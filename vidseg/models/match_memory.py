@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidseg.models.match import read_labels
+
 Memory = list[tuple[Tensor, Tensor]]  # (C, h, w) features and (K, h, w) labels of one memory frame each
 TILE = 8  # query cells per tile side: one (64 x C) @ (C x 256 T) product per tile (4 x 8 tiles, with fewer
 # neighbourhood cells per query, measured 10 % slower at 480p: smaller products run further from the peak)
@@ -67,14 +69,16 @@ class MatchMemory:
             self._anchor_keys = None
             self._labels = None
             return
-        if len(self.recent) == self.size:  # the oldest recent frame (or, with no recent memory, this one) leaves
-            self._retire(*((features, labels, confident) if not self.size else (*self.recent[0], self.confident[0])))
-        if self.size:
-            self.confident = [*self.confident, bool(confident)][-self.size:]
-            self.recent = [*self.recent, (features, labels)][-self.size:]
-            self._put_recent(features, self.written % self.size)
-            self.written += 1
-            self._put_recent_labels(labels, self._slot(len(self.recent) - 1))
+        if not self.size:  # no recent memory: the frame leaves at once
+            self._retire(features, labels, confident)
+            return
+        if len(self.recent) == self.size:  # the oldest recent frame leaves
+            self._retire(*self.recent[0], self.confident[0])
+        self.confident = [*self.confident, bool(confident)][-self.size:]
+        self.recent = [*self.recent, (features, labels)][-self.size:]
+        self._put_recent(features, self.written % self.size)
+        self.written += 1
+        self._put_recent_labels(labels, self._slot(len(self.recent) - 1))
 
     def _retire(self, features: Tensor, labels: Tensor, confident: bool) -> None:
         self.since_long_term += 1
@@ -327,10 +331,7 @@ def read_memory_differentiable(
         for features, lab in recent:
             sims.append((cells @ features.reshape(channels, -1)).masked_fill(outside, -OUTSIDE))
             labels.append(lab.flatten(1).T)
-    sims, table = torch.cat(sims, 1), torch.cat(labels).float()
-    top = sims.topk(min(top_k, sims.shape[1]), dim=1)
-    weights = torch.softmax(top.values.float() / temperature, dim=1)
-    read = (weights[..., None] * table[top.indices]).sum(1)  # (N, K)
+    read = read_labels(torch.cat(sims, 1)[None], torch.cat(labels).float()[None], top_k, temperature)[0]  # (N, K)
     return read.T.reshape(-1, height, width)
 
 

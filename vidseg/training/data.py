@@ -50,16 +50,22 @@ def ensure_synth(source: SourceConfig) -> Path:
     return _generate_once(Path(source.root), lambda folder: write_davis(folder, source.num_videos, config))
 
 
+def _source_videos(source: SourceConfig) -> list:
+    """The real annotated videos a generated source (composite, lookalike, crossing) is made from."""
+    from vidseg.data.davis import DavisIndex
+
+    if not Path(source.source).is_dir():
+        raise VidsegError(f"{source.type} source folder not found", source.source, "check data.*.source")
+    return list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
+
+
 def ensure_composite(source: SourceConfig) -> Path:
     """Generate the composite DAVIS-layout folder ``source.root`` from the real videos of ``source.source``
     unless it exists."""
     from vidseg.data.composite import CompositeConfig, write_composites
-    from vidseg.data.davis import DavisIndex
 
     def write(folder: Path) -> None:
-        if not Path(source.source).is_dir():
-            raise VidsegError("composite source folder not found", source.source, "check data.*.source")
-        real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
+        real = _source_videos(source)
         config = CompositeConfig(seed=source.seed, num_frames=source.num_frames, height=source.height,
                                  width=source.width, max_pasted=source.max_pasted, still_fraction=source.still_fraction)
         write_composites(folder, real, source.num_videos, config)
@@ -70,14 +76,11 @@ def ensure_composite(source: SourceConfig) -> Path:
 def ensure_two_object(source: SourceConfig) -> Path:
     """Generate the ``lookalike`` or ``crossing`` DAVIS-layout folder ``source.root`` (one two-object clip per real
     video of ``source.source``, under its ``resolution``) unless it exists."""
-    from vidseg.data.davis import DavisIndex
     from vidseg.data.lookalike import crossing_set, lookalike_set
 
     def write(folder: Path) -> None:
-        if not Path(source.source).is_dir():
-            raise VidsegError(f"{source.type} source folder not found", source.source, "check data.*.source")
-        real = list(DavisIndex(source.source, source.year, "train", source.resolution, sequences=source.sequences))
-        (lookalike_set if source.type == "lookalike" else crossing_set)(folder, real, source.resolution or "480p")
+        write_set = lookalike_set if source.type == "lookalike" else crossing_set
+        write_set(folder, _source_videos(source), source.resolution or "480p")
 
     return _generate_once(Path(source.root), write)
 
