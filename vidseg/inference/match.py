@@ -86,6 +86,7 @@ class MatchPropagator(NetworkPropagator):
         self._set_matching(memory, top_k, temperature, radius)
         self._set_long_term(long_term, long_term_every)
         self.model = self.features = self.prepare(features)
+        self.stride = features.stride
 
     def _set_matching(self, memory: int, top_k: int, temperature: float, radius: int) -> None:
         if min(self.max_side, memory + 1, top_k, radius + 1) < 1 or temperature <= 0:
@@ -124,7 +125,7 @@ class MatchPropagator(NetworkPropagator):
             if update.tracks != state.tracks:
                 state.memory.relabel([reorder_rows(labels, state.tracks, update.tracks)
                                       for labels in state.memory.entry_labels()])
-            cells = memory_labels(update.probabilities.to(self.device), self.features.stride)
+            cells = memory_labels(update.probabilities.to(self.device), self.stride)
             state.memory.add(features, cells, anchor=bool(update.given),
                              confident=bool(self.long_term) and confident(update.probabilities))
         state.tracks, state.pending, state.pending_labels = list(update.tracks), None, None
@@ -169,6 +170,7 @@ class RefinedMatchPropagator(MatchPropagator):
         self._set_long_term(cfg.long_term if long_term is None else long_term, long_term_every)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
+        self.stride = self.features.stride
         self.online_lr = float(online_lr)
 
     def _predict(self, state: MatchState, labels: Tensor, levels: list[Tensor], size: tuple[int, int]) -> Prediction:

@@ -10,6 +10,7 @@ the object is given.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +124,7 @@ class RecurrentPropagator(NetworkPropagator):
             network = self._rows(state, update.tracks)
             if given:
                 fresh = state.model.init_state(x, previous[given])
-                network = _put_rows(network, fresh, given)
+                network = put_rows(network, fresh, given)
             state.tracks, state.network, state.previous, state.pending = list(update.tracks), network, previous, None
             state.previous_frame = np.array(frame) if self.flow is not None else None
 
@@ -165,7 +166,7 @@ class RecurrentPropagator(NetworkPropagator):
         return state
 
 
-def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int]) -> dict[str, Tensor]:
+def put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int]) -> dict[str, Tensor]:
     """``network`` (one row per track, or None: every row is in ``fresh``) with ``fresh`` (one row per entry of
     ``rows``) written into it; new tensors, as saved states may share the old ones."""
     if network is None:
@@ -178,7 +179,14 @@ def _put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows:
     return out
 
 
-build_recurrent_propagator = RecurrentPropagator.from_checkpoint  # the registry's builder
+def build_recurrent_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> NetworkPropagator:
+    """The registry's builder: HS2S on match's memory (``merge: readout``) runs in
+    :class:`~vidseg.inference.hybrid.HybridMatchPropagator`, every other member of the family here."""
+    if content["model_config"].get("merge") == "readout":
+        from vidseg.inference.hybrid import HybridMatchPropagator
+
+        return HybridMatchPropagator.from_checkpoint(content, source, **options)
+    return RecurrentPropagator.from_checkpoint(content, source, **options)
 
 
-__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator"]
+__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "put_rows"]

@@ -152,7 +152,9 @@ class UpsampleDecoder(nn.Module):
     Skips are given coarsest first: ``skips[i]`` is merged right after stage i's up-sampling, and stage i
     up-samples exactly to ``skips[i]``'s size (so inputs whose size is not a multiple of 32 work). A skip is
     mapped by a 1x1 conv and added (``merge="add"``) or concatenated (``merge="concat"``). Stages without a
-    skip up-sample x2, the last one to ``output_size`` when given. For a backbone's
+    skip up-sample x2, the last one to ``output_size`` when given and the decoder has ``full_stages`` stages; a
+    shorter decoder ends at a coarser stride and its logits are up-sampled bilinearly to ``output_size`` (its border
+    logits stay at that stride: the loss compares them with the border classes at their size). For a backbone's
     ``[f2, f4, f8, f16, f32]`` with ``h`` at 1/32, pass ``skips=[f16, f8, f4, f2]``.
 
     ``skip_memory=True`` (S2S++/HS2S) runs a ConvLSTM over ``skips[0]`` (HS2S: the 1/16 skip, 5x5 kernel);
@@ -172,6 +174,7 @@ class UpsampleDecoder(nn.Module):
         skip_memory_channels: int | None = None,
         merge: str = "add",
         n_border_classes: int = 0,
+        full_stages: int = 5,
     ):
         super().__init__()
         if len(skip_channels) > len(widths):
@@ -182,6 +185,7 @@ class UpsampleDecoder(nn.Module):
             raise ValueError("skip_memory needs at least one skip connection")
         self.merge = merge
         self.n_stages = len(widths)
+        self.full_resolution = self.n_stages >= full_stages
         skip_channels = list(skip_channels)
         self.skip_lstm: ConvLSTMCell | None = None
         if skip_memory:
@@ -220,7 +224,7 @@ class UpsampleDecoder(nn.Module):
         for i, conv in enumerate(self.convs):
             if i < len(skips):
                 size = tuple(skips[i].shape[-2:])
-            elif i == self.n_stages - 1 and output_size is not None:
+            elif i == self.n_stages - 1 and output_size is not None and self.full_resolution:
                 size = tuple(output_size)
             else:
                 size = (x.shape[-2] * 2, x.shape[-1] * 2)
@@ -229,5 +233,8 @@ class UpsampleDecoder(nn.Module):
                 s = self.skip_convs[i](skips[i])
                 x = x + s if self.merge == "add" else torch.cat([x, s], dim=1)
             x = torch.relu(conv(x))
+        logits = self.head(x)
         border = self.border_head(x) if self.border_head is not None else None
-        return self.head(x), new_state, border
+        if output_size is not None and tuple(x.shape[-2:]) != tuple(output_size):
+            logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+        return logits, new_state, border

@@ -458,7 +458,13 @@ def segmentation_loss(
     else:
         if border_target is None:
             border_target = border_classes(target, num_classes=border_logits.shape[1], max_distance=max_distance)
-        border = border_loss(border_logits, border_target, ignore)
+        border_ignore = ignore
+        if border_logits.shape[-2:] != border_target.shape[-2:]:  # a decoder that stops short of full resolution
+            size = border_logits.shape[-2:]
+            border_target = F.interpolate(border_target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+            if ignore is not None and ignore.dim() > 1:
+                border_ignore = F.interpolate(_squeeze_channel(ignore)[:, None].float(), size=size, mode="nearest")[:, 0] > 0
+        border = border_loss(border_logits, border_target, border_ignore)
         parts["border"] = border.detach()
         total = lam * bce + (1 - lam) * border
     if iou_weight > 0:

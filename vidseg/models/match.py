@@ -37,16 +37,19 @@ class MatchFeatures(nn.Module):
     def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The matching features and the backbone's levels (strides 2..32) they were made from."""
         feats = self.backbone((frames - self.mean) / self.std)
-        return self._keys(feats), feats
+        return match_keys(feats, self.stride), feats
 
-    def _keys(self, feats: list[Tensor]) -> Tensor:
-        coarse, fine = feats[3], feats[2]
-        if self.stride == 16:
-            fine = F.adaptive_avg_pool2d(fine, coarse.shape[-2:])
-        else:
-            coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        joined = torch.cat([F.normalize(coarse, dim=1), F.normalize(fine, dim=1)], dim=1)
-        return F.normalize(joined, dim=1)
+
+def match_keys(levels: list[Tensor], stride: int = 8) -> Tensor:
+    """Unit-length matching features at ``stride`` (8 or 16) from a backbone's levels (strides 2..32): its stride-8
+    and stride-16 features, each normalised, side by side."""
+    coarse, fine = levels[3], levels[2]
+    if stride == 16:
+        fine = F.adaptive_avg_pool2d(fine, coarse.shape[-2:])
+    else:
+        coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+    joined = torch.cat([F.normalize(coarse, dim=1), F.normalize(fine, dim=1)], dim=1)
+    return F.normalize(joined, dim=1)
 
 
 def read_labels(
@@ -82,4 +85,4 @@ def memory_labels(probabilities: Tensor, stride: int) -> Tensor:
     return F.avg_pool2d(decisions[None], stride)[0]
 
 
-__all__ = ["MatchFeatures", "memory_labels", "read_labels"]
+__all__ = ["MatchFeatures", "match_keys", "memory_labels", "read_labels"]

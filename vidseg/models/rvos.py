@@ -54,6 +54,7 @@ class RVOSConfig:
     kernel: int = 3
     objectness: bool = False  # RSIS's stop head (off in the official RVOS code)
     freeze_bn: bool = False  # the official code trains the encoder's BatchNorm
+    freeze_encoder: bool = False  # beyond the paper (CPU training): the ImageNet backbone frozen, run without autograd
 
     def __post_init__(self) -> None:
         self.projections = tuple(int(c) for c in self.projections)
@@ -114,17 +115,21 @@ class RVOS(nn.Module):
             self.gates.append(nn.Conv2d(inputs, 4 * hidden, cfg.kernel, padding=cfg.kernel // 2))
         self.mask_head = nn.Conv2d(cfg.hidden[-1], 1, 3, padding=1)
         self.objectness_head = nn.Linear(sum(cfg.hidden), 1) if cfg.objectness else None
-        if cfg.freeze_bn:
-            for module in self._backbone_norms():
-                for p in module.parameters():
-                    p.requires_grad_(False)
+        frozen = self.backbone.parameters() if cfg.freeze_encoder else (
+            p for module in self._backbone_norms() for p in module.parameters()) if cfg.freeze_bn else ()
+        for p in frozen:
+            p.requires_grad_(False)
+        if cfg.freeze_encoder:
+            self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
 
     def _backbone_norms(self) -> list[nn.Module]:
         return [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
 
     def train(self, mode: bool = True) -> RVOS:
         super().train(mode)
-        if mode and self.cfg.freeze_bn:
+        if mode and self.cfg.freeze_encoder:
+            self.backbone.eval()
+        elif mode and self.cfg.freeze_bn:
             for module in self._backbone_norms():
                 module.eval()
         return self
@@ -144,7 +149,11 @@ class RVOS(nn.Module):
         if frame.dim() != 4 or frame.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, H, W) RGB in [0, 1], got {tuple(frame.shape)}")
         x = (frame - self.mean.to(frame.dtype)) / self.std.to(frame.dtype)
-        features = list(reversed(self.backbone(x)[1:]))
+        if self.cfg.freeze_encoder:
+            with torch.no_grad():
+                features = list(reversed(self.backbone(x.contiguous(memory_format=torch.channels_last))[1:]))
+        else:
+            features = list(reversed(self.backbone(x)[1:]))
         return [project(f) for project, f in zip(self.projections, features)]
 
     def zero_temporal(self, features: list[Tensor], slots: int) -> Temporal:

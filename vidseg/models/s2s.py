@@ -13,6 +13,17 @@ One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says
   by optical flow (OVSNet's template idea); S2S / S2S++ gain a 4th input channel for it, HS2S feeds it
   instead of the unwarped mask (its previous-frame reference keeps the aligned pair x_{t-1}, y_{t-1}).
   The caller warps: :func:`vidseg.inference.flow.warp_to_frame`.
+* ``freeze_encoder`` (any member; beyond the seeds, for training on a CPU) — the ImageNet backbone is frozen and
+  runs without autograd; it sees RGB only (once per frame, shared by the objects), and a mask the paper feeds as a
+  4th input channel (the Initializer's y0, HS2S's y_{t-1}, the flow prior) enters beside its 1/32 features instead,
+  average- and max-pooled. The Initializer and the RefEncoder then reuse the Encoder's frozen features.
+* ``merge="readout"`` (HS2S, CPU-size variant; needs ``freeze_encoder``) — the hybrid on the ``match`` method's
+  memory: the caller reads match's memory (the given frames and the recent predicted ones, top-k label propagation
+  on :meth:`RecurrentVOS.encode`'s keys) and passes each object's label map, the ``readout``, to :meth:`step`. It
+  replaces the references: h_t is merged with the readout pooled to 1/32, each skip sees the readout, and the decoder
+  predicts a residual on the readout's logits, its head started at zero (the untrained network is match).
+* ``decoder_widths`` with 3 or 4 stages: the decoder stops at 1/4 or 1/2 and its logits are up-sampled bilinearly
+  (the full-resolution k x k stages are most of a CPU-size step's cost).
 
 The network holds weights only. Per-video state is a ``dict[str, Tensor]`` whose tensors all have the
 objects (batch) first, so a caller can add, drop or re-initialise objects by indexing rows. Frames are
@@ -38,11 +49,13 @@ from vidseg.models.blocks import (
     UpsampleDecoder,
 )
 from vidseg.models.config_fields import config_from_dict
-from vidseg.models.match import MatchFeatures, read_labels
+from vidseg.models.match import MatchFeatures, match_keys, read_labels
+from vidseg.models.match_refine import LABEL_EPS
 
 FAMILY = ("s2s", "s2s++", "hs2s")  # the members this one network class covers
 REFERENCES = ("both", "first", "previous")
-MERGES = ("gc", "cosine", "match")
+MERGES = ("gc", "cosine", "match", "readout")
+MATCH_STRIDE = 8  # merge "readout": the stride of the matching keys, as the match method's
 State = dict[str, Tensor]
 
 
@@ -69,8 +82,11 @@ class S2SConfig:
     gc_inner: int = 256
     match_top_k: int = 10  # merge: match — memory cells each query cell reads, softmax temperature
     match_temperature: float = 0.05
+    match_radius: int = 4  # merge: readout — the caller's memory: window (cells) into, and number of, recent frames
+    match_memory: int = 16
     freeze_bn: bool = True  # backbone BatchNorm in eval mode with frozen affine (small batches)
     flow_prior: bool = False  # the Encoder sees the previous mask warped to the new frame (see the module docstring)
+    freeze_encoder: bool = False  # frozen (ImageNet) backbone without autograd; masks enter at 1/32 (module docstring)
 
     def __post_init__(self) -> None:
         self.decoder_widths = tuple(int(w) for w in self.decoder_widths)
@@ -78,10 +94,13 @@ class S2SConfig:
             (self.method in FAMILY, f"method must be one of {FAMILY}, got {self.method!r}"),
             (self.references in REFERENCES, f"references must be one of {REFERENCES}, got {self.references!r}"),
             (self.merge in MERGES, f"merge must be one of {MERGES}, got {self.merge!r}"),
-            (len(self.decoder_widths) == 5, f"decoder_widths needs 5 stages (1/32 -> 1/1), got {self.decoder_widths}"),
+            (3 <= len(self.decoder_widths) <= 5,
+             f"decoder_widths needs 3 to 5 stages (1/32 -> 1/4, 1/2 or 1/1), got {self.decoder_widths}"),
             (self.border_classes >= 0 and self.border_classes != 1, "border_classes must be 0 (off) or >= 2"),
             (min(self.bottleneck, self.hidden) > 0, "bottleneck and hidden must be positive"),
             (not self.skip_memory or self.skips, "skip_memory needs skips: true"),
+            (self.merge != "readout" or (self.method == "hs2s" and self.freeze_encoder and self.skips),
+             "merge: readout is an HS2S variant on frozen features: set method: hs2s, freeze_encoder: true, skips: true"),
         ]
         for ok, message in checks:
             if not ok:
@@ -120,17 +139,41 @@ class StepOutput(NamedTuple):
     border_logits: Tensor | None  # (B, C, H, W) border-class scores, or None
 
 
-class _Encoder(nn.Module):
-    """Backbone + 1x1 conv (+ReLU) on the 1/32 features; also returns the finer levels for skips."""
+def _beside(top: Tensor, mask: Tensor) -> Tensor:
+    """The 1/32 features with ``mask`` (B, 1, H, W) average- and max-pooled to their grid beside them."""
+    size = top.shape[-2:]
+    return torch.cat([top, F.adaptive_avg_pool2d(mask, size), F.adaptive_max_pool2d(mask, size)], dim=1)
 
-    def __init__(self, cfg: S2SConfig, in_channels: int):
+
+class _Encoder(nn.Module):
+    """Backbone + 1x1 conv (+ReLU) on the 1/32 features; also returns the finer levels for skips.
+
+    Trained (the papers): the mask, if any, is an input channel. Frozen (``freeze_encoder``): the backbone sees RGB
+    without autograd and :meth:`project` puts the mask beside its 1/32 features."""
+
+    def __init__(self, cfg: S2SConfig, mask_channels: int):
         super().__init__()
-        self.backbone = build_backbone(cfg.backbone, in_channels, cfg.backbone_weights)
-        self.proj = nn.Conv2d(self.backbone.channels[-1], cfg.bottleneck, 1)
+        self.frozen = cfg.freeze_encoder
+        self.backbone = build_backbone(cfg.backbone, 3 + (0 if self.frozen else mask_channels), cfg.backbone_weights)
+        self.proj = nn.Conv2d(self.backbone.channels[-1] + (2 * mask_channels if self.frozen else 0), cfg.bottleneck, 1)
+        if self.frozen:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+            self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
+
+    def levels(self, x: Tensor) -> list[Tensor]:
+        """The backbone's five levels of (normalised) input ``x``."""
+        if not self.frozen:
+            return self.backbone(x)
+        with torch.no_grad():
+            return self.backbone(x.contiguous(memory_format=torch.channels_last))
+
+    def project(self, top: Tensor, mask: Tensor | None = None) -> Tensor:
+        return torch.relu(self.proj(top if mask is None else _beside(top, mask)))
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        feats = self.backbone(x)
-        return torch.relu(self.proj(feats[-1])), feats[:-1]
+        feats = self.levels(x)
+        return self.project(feats[-1]), feats[:-1]
 
 
 class _Merge(nn.Module):
@@ -182,26 +225,40 @@ class RecurrentVOS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.hybrid = cfg.method == "hs2s"
-        self.encoder = _Encoder(cfg, 4 if self.hybrid or cfg.flow_prior else 3)
+        self.reads_memory = self.hybrid and cfg.merge == "readout"
+        self.frozen = cfg.freeze_encoder
+        self.encoder = _Encoder(cfg, 1 if self.hybrid or cfg.flow_prior else 0)
         backbone = self.encoder.backbone  # its input convention (ImageNet statistics, or [-1, 1])
         self.register_buffer("mean", torch.tensor(backbone.input_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.input_std).view(1, 3, 1, 1), persistent=False)
-        skip_channels = list(reversed(self.encoder.backbone.channels[:-1])) if cfg.skips else []
+        stages = len(cfg.decoder_widths)
+        skip_channels = list(reversed(self.encoder.backbone.channels[:-1]))[:stages] if cfg.skips else []
         if self.hybrid:
             self.matching = cfg.merge == "match"
-            if self.matching:  # frozen ImageNet features replace the RefEncoder
+            if self.reads_memory:  # the readout stands for the references
+                self.readout_fuse = nn.Conv2d(cfg.hidden + 2, cfg.hidden, 1)
+            elif self.matching:  # frozen ImageNet features replace the RefEncoder
                 self.match_features = MatchFeatures(cfg.backbone, cfg.backbone_weights, stride=16)
+            elif self.frozen:  # the RefEncoder is a projection of the Encoder's frozen features with the mask
+                self.ref_proj = nn.Conv2d(self.encoder.backbone.channels[-1] + 2, cfg.bottleneck, 1)
             else:
-                self.ref_encoder = _Encoder(cfg, 4)
+                self.ref_encoder = _Encoder(cfg, 1)
             self.use_first = cfg.references in ("both", "first")
             self.use_previous = cfg.references in ("both", "previous")
-            self.merge = _Merge(cfg, int(self.use_first) + int(self.use_previous))
+            if not self.reads_memory:
+                self.merge = _Merge(cfg, int(self.use_first) + int(self.use_previous))
+        elif self.frozen:  # the Initializer reads the Encoder's frozen features of x0 with y0 beside them
+            top = self.encoder.backbone.channels[-1] + 2
+            self.init_h = nn.Conv2d(top, cfg.hidden, 1)
+            self.init_c = nn.Conv2d(top, cfg.hidden, 1)
         else:
             # S2S Initializer: backbone on RGB + first mask, then one conv each for h0 and c0.
             self.initializer = build_backbone(cfg.backbone, 4, cfg.backbone_weights)
             top = self.initializer.channels[-1]
             self.init_h = nn.Conv2d(top, cfg.hidden, 1)
             self.init_c = nn.Conv2d(top, cfg.hidden, 1)
+        if self.reads_memory:  # each skip sees the readout
+            skip_channels = [c + 1 for c in skip_channels]
         self.lstm = ConvLSTMCell(cfg.bottleneck, cfg.hidden, cfg.lstm_kernel, state_activation="relu")
         self.decoder = UpsampleDecoder(
             cfg.hidden,
@@ -213,6 +270,9 @@ class RecurrentVOS(nn.Module):
             skip_memory_channels=cfg.skip_memory_channels,
             n_border_classes=cfg.border_classes,
         )
+        if self.reads_memory:  # step 0: the readout's logits unchanged
+            nn.init.zeros_(self.decoder.head.weight)
+            nn.init.zeros_(self.decoder.head.bias)
         if cfg.freeze_bn:
             for module in self._backbone_norms():
                 for p in module.parameters():
@@ -220,13 +280,15 @@ class RecurrentVOS(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _backbone_norms(self) -> list[nn.BatchNorm2d]:
-        nets = [self.encoder.backbone] + ([self.initializer] if not self.hybrid else
-                                         [] if self.matching else [self.ref_encoder.backbone])
+        others = ("initializer", "ref_encoder")  # the trained-encoder networks' second backbone, where it exists
+        nets = [self.encoder.backbone] + [getattr(self, name) for name in others if hasattr(self, name)]
         return [m for net in nets for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
 
     def train(self, mode: bool = True) -> RecurrentVOS:
         super().train(mode)
-        if mode and self.cfg.freeze_bn:
+        if mode and self.frozen:
+            self.encoder.backbone.eval()
+        elif mode and self.cfg.freeze_bn:
             for module in self._backbone_norms():
                 module.eval()
         return self
@@ -255,52 +317,91 @@ class RecurrentVOS(nn.Module):
     def init_state(self, frame: Tensor, mask: Tensor) -> State:
         """State after the annotated first frame ``frame`` (B|1, 3, H, W) with ``mask`` (B, 1, H, W)."""
         batch = mask.shape[0]
-        x = self._expand(self._normalize(frame), batch)
+        x = self._normalize(frame)
         mask = mask.to(x.dtype)
+        wants_top = self.frozen and not self.reads_memory
+        top = self._expand(self.encoder.levels(x)[-1], batch) if wants_top else None  # frozen 1/32 features of x0
+        x = self._expand(x, batch)
         state: State = self._zero_skip_state(x, batch)
         if self.hybrid:
-            top = (x.shape[-2] // 32, x.shape[-1] // 32)
-            zeros = x.new_zeros(batch, self.cfg.hidden, *top)
+            zeros = x.new_zeros(batch, self.cfg.hidden, x.shape[-2] // 32, x.shape[-1] // 32)
+            state.update(h=zeros, c=zeros.clone())
+            if self.reads_memory:
+                return state
             if self.matching:
                 features = self._expand(self.match_features(frame), batch)
-                state.update(h=zeros, c=zeros.clone(), prev_match=features)
+                state["prev_match"] = features
                 if self.use_first:
                     state["ref0"], state["ref0_mask"] = features, F.adaptive_avg_pool2d(mask, features.shape[-2:])
                 return state
-            state.update(h=zeros, c=zeros.clone(), prev_frame=x)
+            if self.frozen:
+                state["prev_top"] = top
+            else:
+                state["prev_frame"] = x
             if self.use_first:
-                state["ref0"], _ = self.ref_encoder(torch.cat([x, mask], dim=1))
-                state["ref0_mask"] = F.adaptive_avg_pool2d(mask, top)
+                state["ref0"] = self._reference(x, top, mask)
+                state["ref0_mask"] = F.adaptive_avg_pool2d(mask, state["ref0"].shape[-2:])
         else:
-            f32 = self.initializer(torch.cat([x, mask], dim=1))[-1]
+            f32 = _beside(top, mask) if self.frozen else self.initializer(torch.cat([x, mask], dim=1))[-1]
             state.update(h=torch.relu(self.init_h(f32)), c=torch.relu(self.init_c(f32)))
         return state
 
+    def _reference(self, x: Tensor, top: Tensor | None, mask: Tensor) -> Tensor:
+        """RefEncoder(x, y): a trained encoder on the frame and its mask, or the frozen features ``top`` with it."""
+        if self.frozen:
+            return torch.relu(self.ref_proj(_beside(top, mask)))
+        return self.ref_encoder(torch.cat([x, mask], dim=1))[0]
+
+    def encode(self, frame: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """A frozen network's matching keys (B, C, H/8, W/8) of ``frame`` (B, 3, H, W) and the backbone levels
+        (strides 2..32) they come from, which :meth:`step` takes back as ``levels``."""
+        if not self.frozen:
+            raise ValueError("encode needs a network with freeze_encoder: true")
+        levels = self.encoder.levels(self._normalize(frame))
+        return match_keys(levels, MATCH_STRIDE), levels
+
+    def _encode(
+        self, x: Tensor, batch: int, mask: Tensor | None, levels: list[Tensor] | None = None
+    ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Encoder(x_t[, mask]) for ``batch`` objects: the bottleneck, the skip levels and the raw 1/32 features.
+        Without a mask, or frozen, the backbone runs once per frame and its features are shared by the objects."""
+        if mask is not None and not self.frozen:
+            feats = self.encoder.levels(torch.cat([self._expand(x, batch), mask], dim=1))
+        else:
+            feats = [self._expand(f, batch) for f in (levels if levels is not None else self.encoder.levels(x))]
+        return self.encoder.project(feats[-1], mask if self.frozen else None), feats[:-1], feats[-1]
+
     def step(
-        self, frame: Tensor, prev_mask: Tensor, state: State, prior: Tensor | None = None
+        self, frame: Tensor, prev_mask: Tensor, state: State, prior: Tensor | None = None,
+        readout: Tensor | None = None, levels: list[Tensor] | None = None,
     ) -> tuple[StepOutput, State]:
         """Segment ``frame`` (B|1, 3, H, W) given the previous mask (B, 1, H, W) and the state.
 
         S2S / S2S++ ignore ``prev_mask`` (the recurrence carries the object); HS2S feeds it to the
         Encoder and, with the previous frame kept in the state, to the RefEncoder. With ``flow_prior``,
-        ``prior`` (the previous mask warped to ``frame``, (B, 1, H, W)) is what the Encoder sees.
+        ``prior`` (the previous mask warped to ``frame``, (B, 1, H, W)) is what the Encoder sees. ``merge:
+        readout`` needs ``readout``, each object's match labels (B, 1, H/8, W/8). A frozen network takes the
+        frame's backbone ``levels`` from :meth:`encode` instead of computing them again.
         """
         if self.cfg.flow_prior and prior is None:
             raise ValueError("this network was built with flow_prior: pass prior=warp_to_frame(prev_mask, ...)")
+        if self.reads_memory and readout is None:
+            raise ValueError("this network reads match's memory (merge: readout): pass readout=the object's labels")
         batch = state["h"].shape[0]
         x = self._normalize(frame)
         new: State = dict(state)
+        prev_mask = prev_mask.to(x.dtype)
+        encoder_mask = None
         if self.hybrid or self.cfg.flow_prior:
-            x = self._expand(x, batch)
-            prev_mask = prev_mask.to(x.dtype)
             encoder_mask = prior.to(x.dtype) if self.cfg.flow_prior else prev_mask
-            top, skips = self.encoder(torch.cat([x, encoder_mask], dim=1))
-        else:
-            top, skips = self.encoder(x)  # once per frame, shared by all objects
-            top = self._expand(top, batch)
-            skips = [self._expand(s, batch) for s in skips]
+        top, skips, raw_top = self._encode(x, batch, encoder_mask, levels)
         h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
-        if self.hybrid:
+        if self.reads_memory:
+            readout = readout.to(x.dtype)
+            h = torch.relu(self.readout_fuse(_beside(h, readout)))
+            skips = [torch.cat([s, F.interpolate(readout, size=s.shape[-2:], mode="bilinear", align_corners=False)], 1)
+                     for s in skips]
+        elif self.hybrid:
             refs = [(state["ref0"], state["ref0_mask"])] if self.use_first else []
             if self.matching:
                 query = self._expand(self.match_features(frame), batch)
@@ -310,17 +411,23 @@ class RecurrentVOS(nn.Module):
                 new["prev_match"] = query
             else:
                 if self.use_previous:
-                    ref_prev, _ = self.ref_encoder(torch.cat([state["prev_frame"], prev_mask], dim=1))
+                    previous = state["prev_top"] if self.frozen else state["prev_frame"]
+                    ref_prev = self._reference(previous, previous, prev_mask)
                     refs.append((ref_prev, F.adaptive_avg_pool2d(prev_mask, ref_prev.shape[-2:])))
                 h = self.merge(h, refs)
-                new["prev_frame"] = x
+                if self.frozen:
+                    new["prev_top"] = raw_top
+                else:
+                    new["prev_frame"] = self._expand(x, batch)
         skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
-        used_skips = list(reversed(skips)) if self.cfg.skips else []
+        used_skips = list(reversed(skips))[: len(self.cfg.decoder_widths)] if self.cfg.skips else []
         logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
+        if self.reads_memory:
+            base = F.interpolate(readout, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits + torch.logit(base.clamp(LABEL_EPS, 1 - LABEL_EPS))
         if skip_state is not None:
             new["skip_h"], new["skip_c"] = skip_state
         return StepOutput(logits, border), new
-
 
 def build_model(config: S2SConfig | dict[str, Any]) -> RecurrentVOS:
     """Build a network from an :class:`S2SConfig` or the ``model:`` dict of a config file."""

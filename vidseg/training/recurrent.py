@@ -10,9 +10,13 @@ from torch import Tensor, nn
 
 from vidseg.config.schema import LossConfig
 from vidseg.inference.flow import warp_to_frame
+from vidseg.inference.hybrid import HybridMatchPropagator
+from vidseg.inference.network import NetworkPropagator
 from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.models.losses import segmentation_loss
-from vidseg.models.s2s import RecurrentVOS, build_model
+from vidseg.models.match import memory_labels
+from vidseg.models.match_memory import Memory, read_memory
+from vidseg.models.s2s import MATCH_STRIDE, RecurrentVOS, build_model
 from vidseg.training.adapter import TrainingAdapter
 
 
@@ -32,7 +36,9 @@ class RecurrentAdapter(TrainingAdapter):
     ) -> tuple[Tensor, dict[str, float]]:
         return unroll_clip(model, batch, self.config.train.loss, sampling_probability, generator)
 
-    def propagator(self, model: nn.Module, max_side: int, device: torch.device) -> RecurrentPropagator:
+    def propagator(self, model: nn.Module, max_side: int, device: torch.device) -> NetworkPropagator:
+        if model.reads_memory:
+            return HybridMatchPropagator(model, device=device, max_side=max_side, optimize=False)
         return RecurrentPropagator(model, device=device, max_side=max_side, optimize=False)
 
 
@@ -61,12 +67,14 @@ def unroll_clip(
     gt = (masks == 1).to(frames.dtype).unsqueeze(2)  # (B, T, 1, H, W)
     state = model.init_state(frames[:, 0], gt[:, 0])
     previous = gt[:, 0]
+    memory = _ClipMemory(model, frames, previous) if model.reads_memory else None
     total = frames.new_zeros(())
     sums: dict[str, float] = {}
     counted = 0
     for t in range(1, frames.shape[1]):
         prior = warp_to_frame(previous, frames[:, t], frames[:, t - 1]) if model.cfg.flow_prior else None
-        out, state = model.step(frames[:, t], previous, state, prior)
+        readout, levels = memory.read(t) if memory is not None else (None, None)
+        out, state = model.step(frames[:, t], previous, state, prior, readout, levels)
         has_label = labelled[:, t] & frame_valid[:, t] & object_valid
         if bool(has_label.any()):
             ignore = void[:, t] | ~has_label[:, None, None]
@@ -87,9 +95,38 @@ def unroll_clip(
         draw = torch.rand(frames.shape[0], generator=generator, device="cpu").to(device)
         use_prediction = (draw < sampling_probability) | ~has_label
         previous = torch.where(use_prediction[:, None, None, None], prediction, gt[:, t])
+        if memory is not None:
+            memory.add(t, previous)
     if counted == 0:
         return total, {}
     return total / counted, {key: value / counted for key, value in sums.items()}
+
+
+class _ClipMemory:
+    """``merge: readout``: match's memory over a batch of clips, as the inference session keeps it — frame 0 with its
+    ground truth as the anchor, then each frame with the mask the network is given next (the recent frames) — and
+    the frozen features of every frame, computed once."""
+
+    def __init__(self, model: RecurrentVOS, frames: Tensor, first: Tensor):
+        batch, length = frames.shape[:2]
+        keys, levels = model.encode(frames.flatten(0, 1))
+        self.keys = keys.unflatten(0, (batch, length))
+        self.levels = [level.unflatten(0, (batch, length)) for level in levels]
+        cfg = model.cfg
+        self.top_k, self.temperature, self.radius, self.size = (cfg.match_top_k, cfg.match_temperature,
+                                                                cfg.match_radius, cfg.match_memory)
+        self.anchors: list[Memory] = [[(self.keys[b, 0], memory_labels(first[b], MATCH_STRIDE))] for b in range(batch)]
+        self.recent: list[Memory] = [[] for _ in range(batch)]
+
+    def read(self, t: int) -> tuple[Tensor, list[Tensor]]:
+        """Each clip's readout (B, 1, h, w) of frame ``t`` and the frame's backbone levels."""
+        labels = [read_memory(self.keys[b, t], self.anchors[b], self.recent[b][-self.size:] if self.size else [],
+                              self.top_k, self.temperature, self.radius) for b in range(len(self.anchors))]
+        return torch.stack(labels), [level[:, t] for level in self.levels]
+
+    def add(self, t: int, masks: Tensor) -> None:
+        for b, mask in enumerate(masks):
+            self.recent[b].append((self.keys[b, t], memory_labels(mask, MATCH_STRIDE)))
 
 
 __all__ = ["RecurrentAdapter", "unroll_clip"]

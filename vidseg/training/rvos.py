@@ -41,8 +41,9 @@ class RVOSAdapter(TrainingAdapter):
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         lr = self.config.train.lr
-        return [{"params": model.encoder_parameters(), "lr": lr * ENCODER_LR_FACTOR},
-                {"params": model.decoder_parameters(), "lr": lr}]
+        groups = [{"params": model.encoder_parameters(), "lr": lr * ENCODER_LR_FACTOR},
+                  {"params": model.decoder_parameters(), "lr": lr}]
+        return [group for group in groups if group["params"]]  # a frozen encoder has none
 
     def loss(
         self, model: nn.Module, batch: dict[str, Any], sampling_probability: float, generator: torch.Generator
