@@ -12,7 +12,7 @@ Every method runs through ``vidseg predict``'s runner from the first frame's mas
 multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
 
     python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
-        [--online-steps 30] [--long-term 4] [--strips docs/failures] [--json docs/heldout_sets.json]
+        [--online-steps 30] [--long-term 4] [--max-side 448] [--strips docs/failures] [--json docs/heldout_sets.json]
 """
 
 from __future__ import annotations
@@ -106,6 +106,9 @@ def main() -> None:
                         help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
     parser.add_argument("--long-term", type=int, action="append", default=[], metavar="N",
                         help="also run each method with a long-term memory of N frames (as NAME+ltN)")
+    parser.add_argument("--max-side", type=int, action="append", default=[], metavar="PX",
+                        help="also run each method at this working size (as NAME@PX)")
+    parser.add_argument("--dtype", default="auto", help="precision of every method (auto: bfloat16 where native)")
     parser.add_argument("--tuning", action="store_true",
                         help="the sets made from 5 training videos instead of the held-out ones (to choose settings)")
     parser.add_argument("--strips", type=Path, help="write the worst three videos' strips (first method) here")
@@ -113,22 +116,23 @@ def main() -> None:
     args = parser.parse_args()
     checkpoints = dict(m.split("=", 1) if "=" in m else (m, None) for m in args.method or
                        ["match_refine", "match", "flow"])
-    variants = {name: {} for name in checkpoints}
+    variants = {name: (name, {}) for name in checkpoints}  # label -> (method label, options)
     for name in list(variants):
         method = read_checkpoint(checkpoints[name])["method"] if checkpoints[name] else name
         if "online_steps" in get_method(method).options:
-            variants.update({f"{name}+ol{steps}": {"online_steps": steps} for steps in args.online_steps})
+            variants.update({f"{name}+ol{steps}": (name, {"online_steps": steps}) for steps in args.online_steps})
         if "long_term" in get_method(method).options:
-            variants.update({f"{name}+lt{frames}": {"long_term": frames} for frames in args.long_term})
+            variants.update({f"{name}+lt{frames}": (name, {"long_term": frames}) for frames in args.long_term})
+        variants.update({f"{name}@{side}": (name, {"max_side": side}) for side in args.max_side})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)
     args.sets = [s for s in args.sets if s in sets]
     print(format_machine_info())
     figures: dict[str, dict] = {}
     davis_videos = TUNING if args.tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
-    for method, options in variants.items():
-        base = method.split("+")[0]
-        propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], **options)
+    for method, (base, options) in variants.items():
+        propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], dtype=args.dtype,
+                                      **options)
         for set_name in args.sets:
             root, year = sets[set_name]
             out = args.runs / ("tuning-results" if args.tuning else "heldout-results") / method / set_name

@@ -142,3 +142,39 @@ def test_readout_hs2s_trains_resumes_and_loads_from_a_checkpoint(tmp_path):
     assert all((a == b).all() for a, b in zip(rest, whole[5:]))
     with pytest.raises(ValueError, match="no online learning"):
         build_recurrent_propagator(read_checkpoint(path), path, online_steps=5)
+
+
+@pytest.mark.parametrize("name", ["cpu/s2s++_fast", "cpu/hs2s_readout"])
+def test_fast_configs_load(name, monkeypatch):
+    from vidseg.config import load_config
+
+    monkeypatch.setenv("VIDSEG_SHARED", "/shared")
+    config = load_config(name)
+    assert config.model.freeze_encoder and len(config.model.decoder_widths) == 3
+    assert config.data.size == (128, 224) and config.data.batch_size == 4 and config.data.clip_length == 4
+
+
+def test_frozen_readout_training_resumes_exactly(tmp_path):
+    from vidseg.config import parse_config
+    from vidseg.data.synth import SynthConfig, write_davis
+    from vidseg.models.checkpoint import read_checkpoint
+    from vidseg.training.engine import train
+
+    write_davis(tmp_path / "data", 2, SynthConfig(seed=3, num_frames=6, height=64, width=96), val_fraction=0.0)
+
+    def config(out: str, steps: int) -> dict:
+        model = {k: list(v) if isinstance(v, tuple) else v for k, v in READOUT.items()}
+        return parse_config({
+            "model": model,
+            "data": {"size": [64, 96], "batch_size": 2, "workers": 0, "clip_length": 3, "samples_per_epoch": 4,
+                     "train": [{"type": "synth", "root": str(tmp_path / "data")}]},
+            "train": {"steps": steps, "lr": 1e-3, "lr_schedule": "constant", "checkpoint_every": 2, "log_every": 2,
+                      "out_dir": str(tmp_path / out), "progress": False,
+                      "sampling": {"teacher_steps": 1, "ramp_steps": 2, "max_probability": 0.5}},
+        })
+
+    train(config("whole", 4))
+    train(config("part", 2))
+    train(config("part", 4), resume=True)
+    whole, part = (read_checkpoint(tmp_path / run / "last.pt")["model"] for run in ("whole", "part"))
+    assert all(torch.equal(whole[k], part[k]) for k in whole)

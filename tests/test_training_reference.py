@@ -15,6 +15,7 @@ import torch
 
 from vidseg.config import parse_config
 from vidseg.data.synth import SynthConfig, write_davis
+from vidseg.machine import native_precisions
 from vidseg.models.checkpoint import read_checkpoint
 from vidseg.training.engine import train
 
@@ -28,7 +29,9 @@ MODELS = {
 
 
 def _machine() -> dict:
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    """What the float results depend on: oneDNN picks other kernels (other rounding) by the CPU's instruction sets,
+    and two AVX-512 CPUs with and without native bfloat16 gave different bits."""
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(), "native": native_precisions()}
 
 
 def _digest(tensors: dict) -> dict[str, str]:

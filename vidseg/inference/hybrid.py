@@ -20,8 +20,7 @@ from torch import Tensor
 
 from vidseg.constants import DTYPE_NAMES
 from vidseg.inference.match import LONG_TERM_EVERY, MatchPropagator, MatchState
-from vidseg.inference.network import NetworkPropagator, reorder_rows
-from vidseg.inference.recurrent import put_rows
+from vidseg.inference.network import NetworkPropagator, put_rows, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.match_memory import MatchMemory
 from vidseg.models.s2s import MATCH_STRIDE, RecurrentVOS

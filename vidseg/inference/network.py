@@ -73,6 +73,19 @@ def reorder_rows(rows: Tensor, tracks: list[int], new_tracks: list[int]) -> Tens
     return out
 
 
+def put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int]) -> dict[str, Tensor]:
+    """``network`` (one row per track, or None: every row is in ``fresh``) with ``fresh`` (one row per entry of
+    ``rows``) written into it; new tensors, as saved states may share the old ones."""
+    if network is None:
+        return {key: value.clone() for key, value in fresh.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in network.items():
+        value = value.clone()
+        value[rows] = fresh[key].to(value.dtype)
+        out[key] = value
+    return out
+
+
 class NetworkPropagator(Propagator):
     """A :class:`~vidseg.inference.session.Propagator` that runs a network (see the module docstring).
 
@@ -183,4 +196,4 @@ class NetworkPropagator(Propagator):
             state.model = int8_model
 
 
-__all__ = ["NetworkPropagator", "NetworkState", "frame_tensor", "reorder_rows", "scaled_size"]
+__all__ = ["NetworkPropagator", "NetworkState", "frame_tensor", "put_rows", "reorder_rows", "scaled_size"]

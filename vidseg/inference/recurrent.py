@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vidseg.inference.flow import DISFlow, warp_with_flow
-from vidseg.inference.network import NetworkPropagator, NetworkState, reorder_rows
+from vidseg.inference.network import NetworkPropagator, NetworkState, put_rows, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
 
 # Steps of the per-video int8 calibration. Chosen on 8 DAVIS-2016 training videos (bundled S2S++, J&F against
@@ -166,19 +166,6 @@ class RecurrentPropagator(NetworkPropagator):
         return state
 
 
-def put_rows(network: dict[str, Tensor] | None, fresh: dict[str, Tensor], rows: list[int]) -> dict[str, Tensor]:
-    """``network`` (one row per track, or None: every row is in ``fresh``) with ``fresh`` (one row per entry of
-    ``rows``) written into it; new tensors, as saved states may share the old ones."""
-    if network is None:
-        return {key: value.clone() for key, value in fresh.items()}
-    out: dict[str, Tensor] = {}
-    for key, value in network.items():
-        value = value.clone()
-        value[rows] = fresh[key].to(value.dtype)
-        out[key] = value
-    return out
-
-
 def build_recurrent_propagator(content: dict[str, Any], source: str | os.PathLike, **options: Any) -> NetworkPropagator:
     """The registry's builder: HS2S on match's memory (``merge: readout``) runs in
     :class:`~vidseg.inference.hybrid.HybridMatchPropagator`, every other member of the family here."""
@@ -189,4 +176,4 @@ def build_recurrent_propagator(content: dict[str, Any], source: str | os.PathLik
     return RecurrentPropagator.from_checkpoint(content, source, **options)
 
 
-__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator", "put_rows"]
+__all__ = ["CALIBRATION_STEPS", "RecurrentPropagator", "RecurrentState", "build_recurrent_propagator"]

@@ -139,6 +139,11 @@ class StepOutput(NamedTuple):
     border_logits: Tensor | None  # (B, C, H, W) border-class scores, or None
 
 
+def _expand(x: Tensor, batch: int) -> Tensor:
+    """``x`` with its one row repeated (as a view) for ``batch`` objects; as it is otherwise."""
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
+
+
 def _beside(top: Tensor, mask: Tensor) -> Tensor:
     """The 1/32 features with ``mask`` (B, 1, H, W) average- and max-pooled to their grid beside them."""
     size = top.shape[-2:]
@@ -168,12 +173,18 @@ class _Encoder(nn.Module):
         with torch.no_grad():
             return self.backbone(x.contiguous(memory_format=torch.channels_last))
 
-    def project(self, top: Tensor, mask: Tensor | None = None) -> Tensor:
-        return torch.relu(self.proj(top if mask is None else _beside(top, mask)))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        feats = self.levels(x)
-        return self.project(feats[-1]), feats[:-1]
+    def forward(
+        self, x: Tensor, batch: int, mask: Tensor | None = None, levels: list[Tensor] | None = None
+    ) -> tuple[Tensor, list[Tensor], Tensor]:
+        """Encoder(x[, mask]) for ``batch`` objects: the bottleneck, the skip levels and the raw 1/32 features. ``x``
+        (B|1, 3, H, W) is normalised, ``mask`` (B, 1, H, W); a frozen encoder may be given the frame's ``levels``.
+        Without a mask, or frozen, the backbone runs once per frame and its features are shared by the objects."""
+        if mask is not None and not self.frozen:
+            feats = self.levels(torch.cat([_expand(x, batch), mask], dim=1))
+        else:
+            feats = [_expand(f, batch) for f in (levels if levels is not None else self.levels(x))]
+        top = feats[-1] if mask is None or not self.frozen else _beside(feats[-1], mask)
+        return torch.relu(self.proj(top)), feats[:-1], feats[-1]
 
 
 class _Merge(nn.Module):
@@ -301,10 +312,6 @@ class RecurrentVOS(nn.Module):
             raise ValueError(f"frame size {h}x{w} must be a multiple of 32 (resize or pad the input)")
         return (frame - self.mean.to(frame.dtype)) / self.std.to(frame.dtype)
 
-    @staticmethod
-    def _expand(x: Tensor, batch: int) -> Tensor:
-        return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
-
     def _zero_skip_state(self, frame: Tensor, batch: int) -> State:
         if self.decoder.skip_lstm is None:
             return {}
@@ -320,8 +327,8 @@ class RecurrentVOS(nn.Module):
         x = self._normalize(frame)
         mask = mask.to(x.dtype)
         wants_top = self.frozen and not self.reads_memory
-        top = self._expand(self.encoder.levels(x)[-1], batch) if wants_top else None  # frozen 1/32 features of x0
-        x = self._expand(x, batch)
+        top = _expand(self.encoder.levels(x)[-1], batch) if wants_top else None  # frozen 1/32 features of x0
+        x = _expand(x, batch)
         state: State = self._zero_skip_state(x, batch)
         if self.hybrid:
             zeros = x.new_zeros(batch, self.cfg.hidden, x.shape[-2] // 32, x.shape[-1] // 32)
@@ -329,7 +336,7 @@ class RecurrentVOS(nn.Module):
             if self.reads_memory:
                 return state
             if self.matching:
-                features = self._expand(self.match_features(frame), batch)
+                features = _expand(self.match_features(frame), batch)
                 state["prev_match"] = features
                 if self.use_first:
                     state["ref0"], state["ref0_mask"] = features, F.adaptive_avg_pool2d(mask, features.shape[-2:])
@@ -350,7 +357,7 @@ class RecurrentVOS(nn.Module):
         """RefEncoder(x, y): a trained encoder on the frame and its mask, or the frozen features ``top`` with it."""
         if self.frozen:
             return torch.relu(self.ref_proj(_beside(top, mask)))
-        return self.ref_encoder(torch.cat([x, mask], dim=1))[0]
+        return self.ref_encoder(x, x.shape[0], mask)[0]
 
     def encode(self, frame: Tensor) -> tuple[Tensor, list[Tensor]]:
         """A frozen network's matching keys (B, C, H/8, W/8) of ``frame`` (B, 3, H, W) and the backbone levels
@@ -359,17 +366,6 @@ class RecurrentVOS(nn.Module):
             raise ValueError("encode needs a network with freeze_encoder: true")
         levels = self.encoder.levels(self._normalize(frame))
         return match_keys(levels, MATCH_STRIDE), levels
-
-    def _encode(
-        self, x: Tensor, batch: int, mask: Tensor | None, levels: list[Tensor] | None = None
-    ) -> tuple[Tensor, list[Tensor], Tensor]:
-        """Encoder(x_t[, mask]) for ``batch`` objects: the bottleneck, the skip levels and the raw 1/32 features.
-        Without a mask, or frozen, the backbone runs once per frame and its features are shared by the objects."""
-        if mask is not None and not self.frozen:
-            feats = self.encoder.levels(torch.cat([self._expand(x, batch), mask], dim=1))
-        else:
-            feats = [self._expand(f, batch) for f in (levels if levels is not None else self.encoder.levels(x))]
-        return self.encoder.project(feats[-1], mask if self.frozen else None), feats[:-1], feats[-1]
 
     def step(
         self, frame: Tensor, prev_mask: Tensor, state: State, prior: Tensor | None = None,
@@ -394,7 +390,7 @@ class RecurrentVOS(nn.Module):
         encoder_mask = None
         if self.hybrid or self.cfg.flow_prior:
             encoder_mask = prior.to(x.dtype) if self.cfg.flow_prior else prev_mask
-        top, skips, raw_top = self._encode(x, batch, encoder_mask, levels)
+        top, skips, raw_top = self.encoder(x, batch, encoder_mask, levels)
         h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
         if self.reads_memory:
             readout = readout.to(x.dtype)
@@ -404,7 +400,7 @@ class RecurrentVOS(nn.Module):
         elif self.hybrid:
             refs = [(state["ref0"], state["ref0_mask"])] if self.use_first else []
             if self.matching:
-                query = self._expand(self.match_features(frame), batch)
+                query = _expand(self.match_features(frame), batch)
                 if self.use_previous:
                     refs.append((state["prev_match"], prev_mask))
                 h = self.merge(h, refs, query)
@@ -418,7 +414,7 @@ class RecurrentVOS(nn.Module):
                 if self.frozen:
                     new["prev_top"] = raw_top
                 else:
-                    new["prev_frame"] = self._expand(x, batch)
+                    new["prev_frame"] = _expand(x, batch)
         skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
         used_skips = list(reversed(skips))[: len(self.cfg.decoder_widths)] if self.cfg.skips else []
         logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
