@@ -115,12 +115,12 @@ class RVOS(nn.Module):
             self.gates.append(nn.Conv2d(inputs, 4 * hidden, cfg.kernel, padding=cfg.kernel // 2))
         self.mask_head = nn.Conv2d(cfg.hidden[-1], 1, 3, padding=1)
         self.objectness_head = nn.Linear(sum(cfg.hidden), 1) if cfg.objectness else None
-        frozen = self.backbone.parameters() if cfg.freeze_encoder else (
-            p for module in self._backbone_norms() for p in module.parameters()) if cfg.freeze_bn else ()
-        for p in frozen:
-            p.requires_grad_(False)
         if cfg.freeze_encoder:
+            self.backbone.requires_grad_(False)
             self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
+        elif cfg.freeze_bn:
+            for module in self._backbone_norms():
+                module.requires_grad_(False)
 
     def _backbone_norms(self) -> list[nn.Module]:
         return [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)]

@@ -162,8 +162,7 @@ class _Encoder(nn.Module):
         self.backbone = build_backbone(cfg.backbone, 3 + (0 if self.frozen else mask_channels), cfg.backbone_weights)
         self.proj = nn.Conv2d(self.backbone.channels[-1] + (2 * mask_channels if self.frozen else 0), cfg.bottleneck, 1)
         if self.frozen:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
+            self.backbone.requires_grad_(False)
             self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
 
     def levels(self, x: Tensor) -> list[Tensor]:
@@ -181,10 +180,14 @@ class _Encoder(nn.Module):
         Without a mask, or frozen, the backbone runs once per frame and its features are shared by the objects."""
         if mask is not None and not self.frozen:
             feats = self.levels(torch.cat([_expand(x, batch), mask], dim=1))
+            return torch.relu(self.proj(feats[-1])), feats[:-1], feats[-1]
+        shared = levels if levels is not None else self.levels(x)
+        if mask is None:  # the bottleneck too is computed once per frame
+            bottleneck = _expand(torch.relu(self.proj(shared[-1])), batch)
         else:
-            feats = [_expand(f, batch) for f in (levels if levels is not None else self.levels(x))]
-        top = feats[-1] if mask is None or not self.frozen else _beside(feats[-1], mask)
-        return torch.relu(self.proj(top)), feats[:-1], feats[-1]
+            bottleneck = torch.relu(self.proj(_beside(_expand(shared[-1], batch), mask)))
+        feats = [_expand(f, batch) for f in shared]
+        return bottleneck, feats[:-1], feats[-1]
 
 
 class _Merge(nn.Module):
@@ -392,11 +395,12 @@ class RecurrentVOS(nn.Module):
             encoder_mask = prior.to(x.dtype) if self.cfg.flow_prior else prev_mask
         top, skips, raw_top = self.encoder(x, batch, encoder_mask, levels)
         h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
+        used_skips = list(reversed(skips))[: len(self.cfg.decoder_widths)] if self.cfg.skips else []
         if self.reads_memory:
             readout = readout.to(x.dtype)
             h = torch.relu(self.readout_fuse(_beside(h, readout)))
-            skips = [torch.cat([s, F.interpolate(readout, size=s.shape[-2:], mode="bilinear", align_corners=False)], 1)
-                     for s in skips]
+            used_skips = [torch.cat([s, F.interpolate(readout, size=s.shape[-2:], mode="bilinear",
+                                                      align_corners=False)], 1) for s in used_skips]
         elif self.hybrid:
             refs = [(state["ref0"], state["ref0_mask"])] if self.use_first else []
             if self.matching:
@@ -416,7 +420,6 @@ class RecurrentVOS(nn.Module):
                 else:
                     new["prev_frame"] = _expand(x, batch)
         skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
-        used_skips = list(reversed(skips))[: len(self.cfg.decoder_widths)] if self.cfg.skips else []
         logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
         if self.reads_memory:
             base = F.interpolate(readout, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -424,6 +427,7 @@ class RecurrentVOS(nn.Module):
         if skip_state is not None:
             new["skip_h"], new["skip_c"] = skip_state
         return StepOutput(logits, border), new
+
 
 def build_model(config: S2SConfig | dict[str, Any]) -> RecurrentVOS:
     """Build a network from an :class:`S2SConfig` or the ``model:`` dict of a config file."""
