@@ -114,8 +114,16 @@ def go_to(driver, index: int) -> None:
     text_has(driver, "frame-label", f"frame {index + 1} /")
 
 
-def click(driver, element_id: str) -> None:
-    driver.find_element(By.ID, element_id).click()
+def click(driver, element_id: str, timeout: float = 30.0) -> None:
+    """Click a button once it is enabled: the page keeps its job buttons disabled until the view has caught up with
+    a finished job, a little after the job's message shows, and a click on a disabled button is lost."""
+    button = driver.find_element(By.ID, element_id)
+    try:
+        WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: button.is_enabled())
+    except TimeoutException:
+        raise AssertionError(f"#{element_id} stayed disabled; the page's message is "
+                             f"{driver.find_element(By.ID, 'message').text!r}") from None
+    button.click()
 
 
 def outline(mask: np.ndarray) -> list[tuple[float, float]]:

@@ -360,16 +360,18 @@ async function poll() {
   const job = info.job;
   report(job);
   drawTimeline();
+  const running = job.state === "running";
+  if (!running) {  // the buttons come back with the job's message: a click right after it must not be lost
+    clearInterval(app.polling);
+    app.polling = null;
+    for (const id of ["propagate", "propose", "export", "save"]) $(id).disabled = false;
+    $("stop").disabled = true;
+  }
   if (job.kind === "propagate" && !app.dirty) {
     const target = $("follow").checked ? Math.max(0, job.done - 1) : app.wanted;
     if (target !== app.wanted || (app.kind !== "result" && app.wanted < info.done)) await show(target);
   }
-  if (job.state === "running") return;
-  clearInterval(app.polling);
-  app.polling = null;
-  for (const id of ["propagate", "propose", "export", "save"]) $(id).disabled = false;
-  $("stop").disabled = true;
-  if (job.state !== "finished") return;
+  if (running || job.state !== "finished") return;
   if (job.kind === "propose") await loadProposal(job.result.frame);
   if (job.kind === "export") await showExport();
   if (job.kind === "propagate") await show(app.wanted);
