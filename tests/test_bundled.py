@@ -90,6 +90,28 @@ def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
         assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
 
 
+def test_the_bundled_hs2s_is_the_hybrid_on_match_beats_match_and_flow_held_out_and_runs():
+    from vidseg.inference.hybrid import HybridMatchPropagator
+
+    path, content = read_shipped("hs2s_cpu.pt")
+    config = content["model_config"]
+    assert (config["method"], config["merge"], config["freeze_encoder"]) == ("hs2s", "readout", True)
+    card = weights.bundled_card("hs2s")
+    assert card == json.loads(path.with_suffix(".json").read_text())
+    assert "CC BY-NC 4.0" in card["licence"] and "hs2s_readout_448.yaml" in card["command"]
+    heldout = card["heldout"]  # the paper's hybrid claim on the held-out DAVIS videos: above matching and flow alone
+    assert heldout["J&F"] > max(heldout["match J&F"], heldout["flow J&F"])
+    assert choose_default_method().name == "match_refine"  # still below the default, which stays chosen
+    propagator = build_propagator("hs2s", dtype="float32")  # at the 640 px it was trained for
+    assert isinstance(propagator, HybridMatchPropagator)
+    frames, masks = moving_squares(num_frames=4, size=(128, 224), side=44, step=4)
+    session = InferenceSession(propagator)
+    outputs = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
+    for object_id in (1, 2):
+        overlap = (outputs[-1] == object_id) & (masks[-1] == object_id)
+        assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
+
+
 def test_the_bundled_zero_shot_rvos_is_small_documented_and_discovers_objects(tmp_path, square_clip, capsys):
     _, content = read_shipped("rvos_cpu.pt")
     assert content["model_config"]["mode"] == "zero-shot"

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import clip_batch, moving_squares, overfit_recurrent
 
+from vidseg.errors import VidsegError
 from vidseg.inference.hybrid import HybridMatchPropagator
 from vidseg.inference.match import MatchPropagator
 from vidseg.inference.recurrent import build_recurrent_propagator
@@ -140,7 +141,7 @@ def test_readout_hs2s_trains_resumes_and_loads_from_a_checkpoint(tmp_path):
     resumed.load_state_dict(part.state_dict())
     _, rest = run_video(propagator, frames, masks[0], start=5, session=resumed)
     assert all((a == b).all() for a, b in zip(rest, whole[5:]))
-    with pytest.raises(ValueError, match="no online learning"):
+    with pytest.raises(VidsegError, match="no online learning.*leave out --online-steps"):
         build_recurrent_propagator(read_checkpoint(path), path, online_steps=5)
 
 

@@ -203,8 +203,8 @@ _BUILTIN = (
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
                trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
                options=("max_side", "device", "dtype", "online_steps", "online_lr", "long_term")),
-    MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references (or, merge: readout, a residual on "
-               "match's memory readout)", **_RECURRENT),
+    MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references (or, merge: readout, as bundled: a "
+               "residual on match's memory readout)", bundled="hs2s_cpu.pt", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),
     MethodSpec("s2s", "sequence-to-sequence ConvLSTM", **_RECURRENT),
     MethodSpec("rvos", "recurrent multi-object VOS: object slots with spatial + temporal ConvLSTMs; one-shot "

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vidseg.constants import DTYPE_NAMES
+from vidseg.errors import VidsegError
 from vidseg.inference.match import LONG_TERM_EVERY, MatchPropagator, MatchState
 from vidseg.inference.network import NetworkPropagator, put_rows, reorder_rows
 from vidseg.inference.session import FrameUpdate, Prediction
@@ -53,7 +54,8 @@ class HybridMatchPropagator(MatchPropagator):
         if not getattr(model, "reads_memory", False):
             raise ValueError("HybridMatchPropagator runs HS2S networks with merge: readout")
         if online_steps:
-            raise ValueError("HS2S on match's memory has no online learning: leave out --online-steps")
+            raise VidsegError("HS2S on match's memory (merge: readout) has no online learning",
+                              fix="leave out --online-steps, or use --method match_refine --online-steps N")
         NetworkPropagator.__init__(self, model, device, max_side, dtype, optimize)
         cfg = model.cfg
         self._set_matching(cfg.match_memory, cfg.match_top_k, cfg.match_temperature, cfg.match_radius)
