@@ -73,6 +73,16 @@ def test_the_bundled_model_is_small_documented_and_runs():
     assert outputs[-1].shape == masks[0].shape and set(np.unique(outputs[-1])) <= {0, 1, 2}
 
 
+def assert_follows_two_squares(propagator) -> None:
+    """Two moving squares given on the first frame keep more than 80 % of their area on the last one."""
+    frames, masks = moving_squares(num_frames=4, size=(128, 224), side=44, step=4)
+    session = InferenceSession(propagator)
+    outputs = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
+    for object_id in (1, 2):
+        overlap = (outputs[-1] == object_id) & (masks[-1] == object_id)
+        assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
+
+
 def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
     path, content = read_shipped("match_refine_cpu.pt")
     assert content["model_config"]["method"] == "match_refine"
@@ -82,12 +92,7 @@ def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
         assert card[key]["J&F"] > max(card[key]["match J&F"], card[key]["flow J&F"])
     assert choose_default_method().name == "match_refine"
     propagator = build_propagator("match_refine")  # at the 640 px it was trained for
-    frames, masks = moving_squares(num_frames=4, size=(128, 224), side=44, step=4)
-    session = InferenceSession(propagator)
-    outputs = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
-    for object_id in (1, 2):
-        overlap = (outputs[-1] == object_id) & (masks[-1] == object_id)
-        assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
+    assert_follows_two_squares(propagator)
 
 
 def test_the_bundled_hs2s_is_the_hybrid_on_match_beats_match_and_flow_held_out_and_runs():
@@ -104,12 +109,7 @@ def test_the_bundled_hs2s_is_the_hybrid_on_match_beats_match_and_flow_held_out_a
     assert choose_default_method().name == "match_refine"  # still below the default, which stays chosen
     propagator = build_propagator("hs2s", dtype="float32")  # at the 640 px it was trained for
     assert isinstance(propagator, HybridMatchPropagator)
-    frames, masks = moving_squares(num_frames=4, size=(128, 224), side=44, step=4)
-    session = InferenceSession(propagator)
-    outputs = [session.step(frame, masks[0] if t == 0 else None) for t, frame in enumerate(frames)]
-    for object_id in (1, 2):
-        overlap = (outputs[-1] == object_id) & (masks[-1] == object_id)
-        assert overlap.sum() > 0.8 * (masks[-1] == object_id).sum()
+    assert_follows_two_squares(propagator)
 
 
 def test_the_bundled_zero_shot_rvos_is_small_documented_and_discovers_objects(tmp_path, square_clip, capsys):
