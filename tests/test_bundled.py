@@ -12,6 +12,7 @@ from conftest import moving_squares, tiny_network
 from vidseg import weights
 from vidseg.cli.main import main
 from vidseg.errors import VidsegError
+from vidseg.inference.hybrid import HybridMatchPropagator
 from vidseg.inference.methods import (
     build_propagator,
     choose_default_method,
@@ -96,8 +97,6 @@ def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
 
 
 def test_the_bundled_hs2s_is_the_hybrid_on_match_beats_match_and_flow_held_out_and_runs():
-    from vidseg.inference.hybrid import HybridMatchPropagator
-
     path, content = read_shipped("hs2s_cpu.pt")
     config = content["model_config"]
     assert (config["method"], config["merge"], config["freeze_encoder"]) == ("hs2s", "readout", True)
