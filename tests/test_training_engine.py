@@ -117,6 +117,17 @@ def test_shipped_configs_are_valid(name, monkeypatch):
             assert len(train) == 21 and len(val) == 6 and not set(train) & set(val)
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_parses_and_keeps_the_held_out_videos_out_of_training(path, monkeypatch):
+    monkeypatch.setenv("VIDSEG_DATA", "/data")
+    monkeypatch.setenv("VIDSEG_SHARED", "/shared")
+    config = load_config(path)
+    assert parse_config(config.to_dict()).to_dict() == config.to_dict()
+    held_out = set(config.data.val.sequences or []) if config.data.val is not None else set()
+    for source in config.data.train:
+        assert not held_out & set(source.sequences or []), source.type
+
+
 # ---------------------------------------------------------------------------------------------- CLI run
 
 
