@@ -67,7 +67,8 @@ class WriteBehind:
     def __init__(self, write: Callable[..., None], done: Callable[[Any], None], depth: int = 4):
         self._write, self._done = write, done
         self._jobs: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the first error, until raised in the caller's thread
+        self._failed = False  # stays set: once a write failed, no later job is written (no hole before a mask)
         self._thread = threading.Thread(target=self._run, name="vidseg-write-behind", daemon=True)
         self._thread.start()
 
@@ -76,13 +77,13 @@ class WriteBehind:
             entry = self._jobs.get()
             if entry is _DONE:
                 return
-            if self._error is None:
+            if not self._failed:
                 token, job = entry
                 try:
                     self._write(*job)
                     self._done(token)
                 except BaseException as exc:  # noqa: BLE001 -- raised in the caller's thread
-                    self._error = exc
+                    self._error, self._failed = exc, True
 
     def put(self, token: Any, *job: Any) -> None:
         self._raise_error()
