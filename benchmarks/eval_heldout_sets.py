@@ -8,7 +8,8 @@ The sets, all made from the 6 held-out DAVIS-2016 training videos of the shared 
 - ``crossing``: each video's object crossed by the next video's object (:func:`vidseg.data.lookalike.crossing_clip`).
 
 Every method runs through ``vidseg predict``'s runner from the first frame's masks; the results stay in
-``--runs/heldout-results/<method>/<set>`` (a rerun continues). The worst three videos of the first method over the
+``--runs/heldout-results/<method>/<set>`` (a rerun with the same weights, options and precision continues; one with
+others is refused: delete the folder). The worst three videos of the first method over the
 multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
 
     python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
@@ -18,6 +19,7 @@ multi-object sets get a strip each in ``--strips``: six frames, its masks above 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from vidseg.io.overlay import overlay_frame
 from vidseg.machine import format_machine_info
 from vidseg.models.checkpoint import read_checkpoint
 from vidseg.registry import get_method
+from vidseg.weights import bundled_methods, bundled_path
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("davis", "composites", "lookalike", "crossing")
@@ -67,12 +70,13 @@ def split_of(root: Path, year: str) -> str:
     return "train" if (root / "ImageSets" / year / "train.txt").is_file() else "val"
 
 
-def run_set(propagator, root: Path, year: str, names: list[str] | None, out: Path) -> tuple[dict, float]:
-    """J&F of ``propagator`` on one set (its masks kept in ``out``: a rerun continues) and the frames/s of the videos
-    segmented now."""
+def run_set(propagator, root: Path, year: str, names: list[str] | None, out: Path,
+            settings: dict) -> tuple[dict, float]:
+    """J&F of ``propagator`` on one set (its masks kept in ``out``: a rerun with the same ``settings`` continues,
+    one with others is refused) and the frames/s of the videos segmented now."""
     split = split_of(root, year)
     index = DavisIndex(root, year, split, "240p", sequences=names)
-    speed = segment_all(propagator, index, out, zero_shot=False)
+    speed = segment_all(propagator, index, out, zero_shot=False, settings=settings)
     scores = evaluate(root, out, year=year, split=split, resolution="240p", sequences=index.names)
     return {"J&F": scores.global_metrics["J&F-Mean"], "per-video": {s.name: s.jf_mean for s in scores.sequences}}, speed
 
@@ -133,11 +137,14 @@ def main() -> None:
     for method, (base, options) in variants.items():
         propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], dtype=args.dtype,
                                       **options)
+        weights = checkpoints[base] or (bundled_path(base) if base in bundled_methods() else None)
+        settings = {"method": base, "options": options, "dtype": args.dtype,
+                    "weights": weights and hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
         for set_name in args.sets:
             root, year = sets[set_name]
             out = args.runs / ("tuning-results" if args.tuning else "heldout-results") / method / set_name
             names = davis_videos if set_name == "davis" else None
-            scores, speed = run_set(propagator, root, year, names, out)
+            scores, speed = run_set(propagator, root, year, names, out, settings)
             figures.setdefault(method, {})[set_name] = {**scores, "frames/s": speed}
             timing = f"{speed:.1f} frames/s" if speed else "masks of an earlier run"
             print(f"{method:14s} {set_name:11s} J&F {scores['J&F']:.3f}  ({timing})", flush=True)

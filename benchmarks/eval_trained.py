@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from vidseg.data.davis import DavisIndex
+from vidseg.errors import VidsegError
 from vidseg.evaluation import evaluate
 from vidseg.inference.methods import build_propagator
 from vidseg.inference.predict import ResultsFolder, predict_videos
@@ -42,14 +43,25 @@ def val_sequences(config: Path) -> list[str]:
     return list(values["data"]["val"]["sequences"])
 
 
-def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool) -> float:
+def segment_all(propagator, index: DavisIndex, out_root: Path, zero_shot: bool,
+                settings: dict | None = None) -> float:
     """Segment every sequence not yet done in ``out_root`` with ``vidseg predict``'s runner (from its first-frame
-    mask, or with none); returns their frames/s (reading, network and writing, start-up excluded; 0: none to do)."""
+    mask, or with none); returns their frames/s (reading, network and writing, start-up excluded; 0: none to do).
+    With ``settings`` (what made the masks: method, weights, options) a folder of other settings is refused, so a
+    rerun never scores masks of other weights as these."""
     tasks = davis_tasks(index.root, out_root, index.year, index.split, index.resolution, "semi-supervised",
                         [s.name for s in index]).tasks
     if zero_shot:
         tasks = [replace(task, masks=()) for task in tasks]
-    outcomes = predict_videos(tasks, ResultsFolder(out_root, {}), propagator)
+    results = ResultsFolder(out_root, settings or {})
+    if settings:
+        try:
+            results.check(overwrite=False)
+        except VidsegError as error:  # its fix names predict's --overwrite; here the folder is the benchmark's own
+            reason = str(error).removesuffix(f" ({error.fix})")
+            raise SystemExit(f"{reason}: delete the folder to score these settings") from None
+        results.start(overwrite=False)
+    outcomes = predict_videos(tasks, results, propagator)
     failed = [o for o in outcomes if o.error]
     if failed:
         raise SystemExit(f"{out_root}: {failed[0].name}: {failed[0].error}")

@@ -87,6 +87,8 @@ def assert_follows_two_squares(propagator) -> None:
 def test_the_bundled_match_refiner_is_small_documented_beats_match_and_runs():
     path, content = read_shipped("match_refine_cpu.pt")
     assert content["model_config"]["method"] == "match_refine"
+    config = content["model_config"]  # trained keys, long-term memory and the previous frame's masks
+    assert config["key_width"] > 0 and config["long_term"] == 4 and config["previous"]
     card = weights.bundled_card("match_refine")
     assert card == json.loads(path.with_suffix(".json").read_text())
     for key in ("heldout", "heldout_synthetic"):  # the bar: a learned model above match and flow on both

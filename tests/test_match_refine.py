@@ -311,3 +311,44 @@ def test_a_frame_is_confident_when_its_objects_are_sure():
     maps[1, 8:18, 10:25] = 0.6  # a second object claimed without conviction
     assert not confident(maps)
     assert not confident(torch.zeros(1, 20, 30)) and not confident(torch.zeros(0, 20, 30))
+
+
+def test_previous_masks_start_as_the_refiner_learn_and_resume_exactly(tmp_path, clip, untrained):
+    from vidseg.io.state_file import load_state, save_state
+
+    frames, masks = clip
+    torch.manual_seed(1)
+    base = build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8)}).eval()
+    torch.nn.init.normal_(base.head.weight, std=0.5)  # a trained refiner, as train.init_from would load
+    model = build_model({**base.cfg.to_dict(), "previous": True}).eval()
+    missing = model.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["previous4.bias", "previous4.weight", "previous8.bias", "previous8.weight"]
+
+    def run(session, start=0, stop=6):
+        return [session.step(frames[t], masks[0] if t == 0 else None) for t in range(start, stop)]
+
+    with_previous = InferenceSession(RefinedMatchPropagator(model))
+    assert all(np.array_equal(a, b) for a, b in zip(run(with_previous), run(InferenceSession(RefinedMatchPropagator(
+        base)))))  # zero-started inputs: the same masks
+    assert with_previous.state.previous.shape == (2, 2, 128 // 4, 224 // 4)  # two squares, own and others
+
+    loss, _ = unroll_match_refine(model.train(), clip_batch(*clip))
+    loss.backward()
+    assert model.previous8.weight.grad.abs().sum() > 0 and model.previous4.weight.grad.abs().sum() > 0
+    model.eval()
+    for conv in (model.previous8, model.previous4):
+        torch.nn.init.normal_(conv.weight, std=0.5)  # a refiner that reads the previous masks
+    propagator = RefinedMatchPropagator(model)
+    expected = run(InferenceSession(propagator))
+    part = InferenceSession(propagator)
+    run(part, 0, 3)
+    save_state(tmp_path / "state.npz", part.state_dict())
+    resumed = InferenceSession(propagator)
+    resumed.load_state_dict(load_state(tmp_path / "state.npz"))
+    assert all(np.array_equal(a, b) for a, b in zip(run(resumed, 3, 6), expected[3:]))
+    without = InferenceSession(RefinedMatchPropagator(base))
+    run(without, 0, 3)
+    with pytest.raises(ValueError, match="no previous masks"):  # a state saved by a refiner without them
+        propagator.load_state_dict(without.propagator.state_dict(without.state))
+    with pytest.raises(ValueError, match="previous"):
+        model.refine([torch.zeros(1, 8, 4, 4)] * 4, torch.zeros(1, dtype=torch.long), torch.zeros(1, 2, 1, 1), (8, 8))

@@ -29,7 +29,7 @@ from vidseg.inference.session import FrameUpdate, Prediction
 from vidseg.models.checkpoint import model_from_checkpoint
 from vidseg.models.match import MatchFeatures, memory_labels
 from vidseg.models.match_memory import MatchMemory
-from vidseg.models.match_refine import LABEL_EPS, ONLINE_LR, MatchRefiner, object_labels
+from vidseg.models.match_refine import LABEL_EPS, ONLINE_LR, MatchRefiner, object_labels, previous_masks
 
 LONG_TERM_EVERY = 10  # frames leaving the recent memory between two long-term ones
 SURE = 0.8  # the least mean winning probability over an object's pixels of a frame kept as long-term memory
@@ -55,6 +55,7 @@ class MatchState(NetworkState):
     memory: MatchMemory | None = None
     pending: Tensor | None = None  # features of the frame last propagated, reused by commit
     pending_labels: Tensor | None = None  # match_refine with feedback "match": that frame's match labels
+    previous: Tensor | None = None  # match_refine with previous masks: the last frame's (K, 2, h/4, w/4) of tracks
 
 
 class MatchPropagator(NetworkPropagator):
@@ -177,11 +178,15 @@ class RefinedMatchPropagator(MatchPropagator):
         if self.model.cfg.feedback == "match":
             state.pending_labels = labels
         refiner = self.network(state)
-        return Prediction(list(state.tracks), torch.sigmoid(refine_in_regions(refiner, levels, labels, size)))
+        return Prediction(list(state.tracks),
+                          torch.sigmoid(refine_in_regions(refiner, levels, labels, size, state.previous)))
 
     def commit(self, state: MatchState, frame: np.ndarray, update: FrameUpdate) -> None:
         if update.given and self.online_steps and state.model is None:  # the first given masks: adapt to this video
             state.model = self._adapted(frame, update)
+        if self.model.cfg.previous:  # the session's final maps, user masks applied, in the order of update.tracks
+            with torch.inference_mode():
+                state.previous = previous_masks(update.probabilities.to(self.device))
         if state.pending_labels is not None and not update.given:  # feedback "match": memory as match keeps it
             with torch.inference_mode():
                 labels = reorder_rows(state.pending_labels, state.tracks, update.tracks)
@@ -202,36 +207,50 @@ class RefinedMatchPropagator(MatchPropagator):
         return tuned.to(self.dtype)
 
     def state_dict(self, state: MatchState) -> dict:
-        return {**super().state_dict(state), **self.video_weights(state)}
+        return {**super().state_dict(state), **self.video_weights(state), "previous": state.previous}
 
     def load_state_dict(self, saved: dict) -> MatchState:
         state = super().load_state_dict(saved)
         self.resume_video_weights(state, saved, started=bool(saved["anchors"]))
+        previous = saved.get("previous")
+        state.previous = None if previous is None else previous.to(self.device)
+        if self.model.cfg.previous and state.tracks and state.previous is None:
+            raise ValueError("the saved state has no previous masks, which this refiner reads: it was saved by "
+                             "another model")
         return state
 
 
 REFINE_LABEL = 0.01  # match labels at or below this are background the refiner is not asked about
 REFINE_MARGIN = 4  # cells (of 8 pixels) around the labelled region: the refiner's receptive field is about 3
+REFINE_PREVIOUS = 0.5  # with previous masks: cells where the object was (above this) are in its region too
 
 
-def refine_in_regions(model: MatchRefiner, levels: list[Tensor], labels: Tensor, size: tuple[int, int]) -> Tensor:
+def refine_in_regions(model: MatchRefiner, levels: list[Tensor], labels: Tensor, size: tuple[int, int],
+                      previous: Tensor | None = None) -> Tensor:
     """(K, H, W) float32 mask logits of one frame's K objects: the refiner's on each object's region (see
-    :class:`RefinedMatchPropagator`), the residual base (the logit of match's labels) elsewhere."""
+    :class:`RefinedMatchPropagator`; with ``previous`` masks, (K, 2, H/4, W/4), the region also covers where the
+    object was), the residual base (the logit of match's labels) elsewhere."""
     dtype = next(model.parameters()).dtype
     pairs = object_labels(labels).to(dtype)  # (K, 2, h, w)
     stride = size[0] // labels.shape[-2]
     base = F.interpolate(labels[None].float(), size=size, mode="bilinear", align_corners=False)[0]
     logits = torch.logit(base.clamp(LABEL_EPS, 1 - LABEL_EPS))
     rows = torch.zeros(1, dtype=torch.long, device=labels.device)
+    if previous is not None:
+        previous = previous.to(dtype)
+        was_there = F.max_pool2d(previous[None, :, 0].float(), stride // 4)[0] > REFINE_PREVIOUS
     for k in range(len(labels)):
-        box = _region(labels[k] > REFINE_LABEL, REFINE_MARGIN)
+        inside = labels[k] > REFINE_LABEL
+        box = _region(inside if previous is None else inside | was_there[k], REFINE_MARGIN)
         if box is None:
             continue
         top, bottom, left, right = box
         cropped = [level[..., top * stride // s:bottom * stride // s, left * stride // s:right * stride // s]
                    for level, s in zip(levels[:4], (2, 4, 8, 16))]
         crop_size = ((bottom - top) * stride, (right - left) * stride)
-        refined = model.refine(cropped, rows, pairs[k:k + 1, :, top:bottom, left:right], crop_size)
+        before = None if previous is None else \
+            previous[k:k + 1, :, top * stride // 4:bottom * stride // 4, left * stride // 4:right * stride // 4]
+        refined = model.refine(cropped, rows, pairs[k:k + 1, :, top:bottom, left:right], crop_size, before)
         logits[k, top * stride:bottom * stride, left * stride:right * stride] = refined[0, 0].float()
     return logits
 

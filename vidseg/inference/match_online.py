@@ -21,7 +21,7 @@ from vidseg.constants import VOID_ID
 from vidseg.data.transforms import first_frame_affine_pairs
 from vidseg.models.match import memory_labels
 from vidseg.models.match_memory import read_memory
-from vidseg.models.match_refine import ONLINE_LR, MatchRefiner, object_labels, one_hot, refiner_loss
+from vidseg.models.match_refine import ONLINE_LR, MatchRefiner, object_labels, one_hot, previous_masks, refiner_loss
 
 IOU_WEIGHT = 0.5  # the loss of its training (configs/cpu/match_refine.yaml)
 
@@ -67,7 +67,8 @@ def _pairs_loss(model: MatchRefiner, pairs, count: int) -> Tensor:
             anchor = [(keys[i], memory_labels(one_hot(y0[i], count), stride))]
             labels = read_memory(keys[n + i], anchor, [], cfg.top_k, cfg.temperature, cfg.radius)
         rows = torch.full((count,), n + i, dtype=torch.long, device=device)
-        logits = model.refine(levels, rows, object_labels(labels), tuple(frames.shape[-2:]))[:, 0]
+        before = previous_masks(one_hot(y0[i], count)) if cfg.previous else None  # the pair's first frame
+        logits = model.refine(levels, rows, object_labels(labels), tuple(frames.shape[-2:]), before)[:, 0]
         ignore = (y1[i] == VOID_ID)[None].expand(count, -1, -1)
         total = total + refiner_loss(logits, one_hot(y1[i], count), ignore, IOU_WEIGHT)[0]
     return total / n

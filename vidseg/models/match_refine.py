@@ -16,7 +16,7 @@ head matches exactly as the frozen features do.
 
 Stage methods (no per-video state here; the memory is the caller's, as in :mod:`vidseg.models.match`):
 ``encode(frames) -> (keys, levels)`` (as :meth:`MatchFeatures.encode`, the keys through the key head) and
-``refine(levels, rows, labels, size) -> logits``.
+``refine(levels, rows, labels, size, previous=None) -> logits``.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class MatchRefineConfig:
     feedback: str = "refined"  # what a predicted frame leaves in the memory: the refined masks or match's own labels
     key_width: int = 0  # hidden channels of the trained key head; 0: the keys are the frozen features
     long_term: int = 0  # inference: confident older frames kept as memory (vidseg.models.match_memory.MatchMemory)
+    previous: bool = False  # the refiner also reads the objects' masks of the previous frame
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -113,9 +114,10 @@ class MatchRefiner(nn.Module):
         self.stage4 = _conv(w8 + w4 + 1, w4)
         self.lateral2 = nn.Conv2d(c2, w2, 1)
         self.stage2 = _conv(w4 + w2 + 1, w2)
-        self.head = nn.Conv2d(w2, 1, 3, padding=1)
-        nn.init.zeros_(self.head.weight)  # step 0: the refiner returns match's labels unchanged
-        nn.init.zeros_(self.head.bias)
+        self.head = _zero_conv(w2, 1)  # step 0: the refiner returns match's labels unchanged
+        # the previous masks enter beside the laterals, from zero: a refiner trained without them is unchanged
+        self.previous8 = _zero_conv(2, w8) if cfg.previous else None
+        self.previous4 = _zero_conv(2, w4) if cfg.previous else None
         self.key_head = KeyHead(self.features.channels, cfg.key_width) if cfg.key_width else None
 
     def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -125,19 +127,34 @@ class MatchRefiner(nn.Module):
             keys, levels = self.features.encode(frames)
         return (keys if self.key_head is None else self.key_head(keys)), levels
 
-    def refine(self, levels: list[Tensor], rows: Tensor, labels: Tensor, size: tuple[int, int]) -> Tensor:
+    def refine(self, levels: list[Tensor], rows: Tensor, labels: Tensor, size: tuple[int, int],
+               previous: Tensor | None = None) -> Tensor:
         """Mask logits (N, 1, H, W) at ``size`` for N objects: ``labels`` (N, 2, h, w) are each object's match
         labels and the sum of the other objects' ones on the stride-8 grid, ``rows`` (N,) the frame (index into
-        ``levels``' batch) each object is in."""
+        ``levels``' batch) each object is in; ``previous`` (N, 2, H/4, W/4), with ``cfg.previous`` only: each
+        object's mask of the previous frame and the others' sum (:func:`previous_masks`)."""
+        if (previous is None) == self.cfg.previous:
+            raise ValueError("previous masks are given exactly when the model was built with previous: true")
         f2, f4, f8, f16 = (level[rows] for level in levels[:4])  # stride 32 is not used
         own = labels[:, :1]
         x = self.lateral8(f8) + F.interpolate(self.lateral16(f16), size=f8.shape[-2:], mode="bilinear",
                                               align_corners=False)
+        lateral4 = self.lateral4(f4)
+        if previous is not None:
+            x = x + self.previous8(F.avg_pool2d(previous, 2))
+            lateral4 = lateral4 + self.previous4(previous)
         x = self.stage8(torch.cat([torch.relu(x), labels], 1))
-        x = self.stage4(torch.cat([_up(x, f4), self.lateral4(f4), _up(own, f4)], 1))
+        x = self.stage4(torch.cat([_up(x, f4), lateral4, _up(own, f4)], 1))
         x = self.stage2(torch.cat([_up(x, f2), self.lateral2(f2), _up(own, f2)], 1))
         base = F.interpolate(own, size=size, mode="bilinear", align_corners=False).clamp(LABEL_EPS, 1 - LABEL_EPS)
         return F.interpolate(self.head(x), size=size, mode="bilinear", align_corners=False) + torch.logit(base)
+
+
+def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
@@ -147,6 +164,12 @@ def _up(x: Tensor, like: Tensor) -> Tensor:
 def object_labels(labels: Tensor) -> Tensor:
     """(K, h, w) match labels of one frame -> (K, 2, h, w): each object's own labels and the others' sum."""
     return torch.stack([labels, labels.sum(0, keepdim=True) - labels], 1)
+
+
+def previous_masks(maps: Tensor) -> Tensor:
+    """(K, H, W) final maps of one frame (H, W multiples of 4) -> (K, 2, H/4, W/4): each object's map and the
+    others' sum at stride 4, the ``previous`` input of :meth:`MatchRefiner.refine` for the next frame."""
+    return object_labels(F.avg_pool2d(maps[None].float(), 4)[0])
 
 
 def one_hot(ids: Tensor, count: int) -> Tensor:
@@ -169,4 +192,5 @@ def build_model(config: MatchRefineConfig | dict[str, Any]) -> MatchRefiner:
     return MatchRefiner(cfg)
 
 
-__all__ = ["KeyHead", "MatchRefineConfig", "MatchRefiner", "build_model", "object_labels", "one_hot", "refiner_loss"]
+__all__ = ["KeyHead", "MatchRefineConfig", "MatchRefiner", "build_model", "object_labels", "one_hot", "previous_masks",
+           "refiner_loss"]

@@ -3,7 +3,8 @@ the masks from its labels.
 
 Per clip, frame 0's ground truth is the memory's anchor; for t = 1..T-1 the frozen features of frame t are matched
 against the memory, the refiner predicts every object's mask, and the decisions of the aggregated prediction (as
-the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame.
+the inference session commits them; with ``feedback: match``, match's own labels) become a recent memory frame
+and, with ``previous: true``, the previous masks the refiner reads at frame t + 1 (frame 0's ground truth at t = 1).
 Gradients reach the refiner and, where the model has one (``key_width > 0``), the key head: its keys are read
 through :func:`~vidseg.models.match_memory.read_memory_differentiable`, so the refiner's loss teaches the keys which
 memory cells a cell should match (otherwise the matching is frozen and its labels are not differentiated). Loss per
@@ -23,7 +24,14 @@ from vidseg.config.schema import LossConfig
 from vidseg.inference.match import RefinedMatchPropagator
 from vidseg.models.match import memory_labels
 from vidseg.models.match_memory import Memory, read_memory, read_memory_differentiable
-from vidseg.models.match_refine import MatchRefiner, build_model, object_labels, one_hot, refiner_loss
+from vidseg.models.match_refine import (
+    MatchRefiner,
+    build_model,
+    object_labels,
+    one_hot,
+    previous_masks,
+    refiner_loss,
+)
 from vidseg.training.adapter import TrainingAdapter
 
 
@@ -71,6 +79,7 @@ def unroll_match_refine(
     anchors: list[Memory] = [[(keys[b, 0], memory_labels(one_hot(masks[b, 0], counts[b]), stride))]
                              for b in range(batch_size)]
     recent: list[Memory] = [[] for _ in range(batch_size)]
+    previous = [previous_masks(one_hot(masks[b, 0], counts[b])) if cfg.previous else None for b in range(batch_size)]
     total, sums, counted = frames.new_zeros(()), {"bce": 0.0, "soft_iou": 0.0, "total": 0.0}, 0
     for t in range(1, length):
         clips = [b for b in range(batch_size) if counts[b] and bool(batch["frame_valid"][b, t])]
@@ -79,12 +88,16 @@ def unroll_match_refine(
         labels = [object_labels(read(keys[b, t], anchors[b], recent[b][-cfg.memory:] if cfg.memory else [],
                                      cfg.top_k, cfg.temperature, cfg.radius)) for b in clips]
         rows = torch.cat([torch.full((counts[b],), b * length + t, device=frames.device) for b in clips])
-        logits = model.refine(levels, rows, torch.cat(labels), tuple(frames.shape[-2:]))[:, 0]
+        before = torch.cat([previous[b] for b in clips]) if cfg.previous else None
+        logits = model.refine(levels, rows, torch.cat(labels), tuple(frames.shape[-2:]), before)[:, 0]
         per_clip = logits.split([counts[b] for b in clips])
         for b, clip_logits, clip_labels in zip(clips, per_clip, labels):
-            kept = _decisions(clip_logits.detach()) if cfg.feedback == "refined" else F.interpolate(
+            decided = _decisions(clip_logits.detach())
+            kept = decided if cfg.feedback == "refined" else F.interpolate(
                 clip_labels[None, :, 0], size=frames.shape[-2:], mode="bilinear", align_corners=False)[0]
             recent[b].append((keys[b, t], memory_labels(kept, stride)))
+            if cfg.previous:
+                previous[b] = previous_masks(decided)
         scored = [i for i, b in enumerate(clips) if bool(labelled[b, t])]
         if not scored:
             continue
