@@ -212,7 +212,7 @@ class RefinedMatchPropagator(MatchPropagator):
     def load_state_dict(self, saved: dict) -> MatchState:
         state = super().load_state_dict(saved)
         self.resume_video_weights(state, saved, started=bool(saved["anchors"]))
-        previous = saved.get("previous")
+        previous = saved.get("previous") if self.model.cfg.previous else None  # a refiner without them ignores them
         state.previous = None if previous is None else previous.to(self.device)
         if self.model.cfg.previous and state.tracks and state.previous is None:
             raise ValueError("the saved state has no previous masks, which this refiner reads: it was saved by "
