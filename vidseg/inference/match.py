@@ -237,8 +237,8 @@ def refine_in_regions(model: MatchRefiner, levels: list[Tensor], labels: Tensor,
     logits = torch.logit(base.clamp(LABEL_EPS, 1 - LABEL_EPS))
     rows = torch.zeros(1, dtype=torch.long, device=labels.device)
     if previous is not None:
+        was_there = F.max_pool2d(previous[None, :, 0], stride // 4)[0] > REFINE_PREVIOUS  # stored in float32
         previous = previous.to(dtype)
-        was_there = F.max_pool2d(previous[None, :, 0].float(), stride // 4)[0] > REFINE_PREVIOUS
     for k in range(len(labels)):
         inside = labels[k] > REFINE_LABEL
         box = _region(inside if previous is None else inside | was_there[k], REFINE_MARGIN)

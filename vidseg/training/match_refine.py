@@ -92,7 +92,7 @@ def unroll_match_refine(
         logits = model.refine(levels, rows, torch.cat(labels), tuple(frames.shape[-2:]), before)[:, 0]
         per_clip = logits.split([counts[b] for b in clips])
         for b, clip_logits, clip_labels in zip(clips, per_clip, labels):
-            decided = _decisions(clip_logits.detach())
+            decided = _decisions(clip_logits.detach()) if cfg.feedback == "refined" or cfg.previous else None
             kept = decided if cfg.feedback == "refined" else F.interpolate(
                 clip_labels[None, :, 0], size=frames.shape[-2:], mode="bilinear", align_corners=False)[0]
             recent[b].append((keys[b, t], memory_labels(kept, stride)))
