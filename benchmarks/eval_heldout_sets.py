@@ -135,8 +135,9 @@ def main() -> None:
     figures: dict[str, dict] = {}
     davis_videos = TUNING if args.tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
     for method, (base, options) in variants.items():
-        propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], dtype=args.dtype,
-                                      **options)
+        method_name = read_checkpoint(checkpoints[base])["method"] if checkpoints[base] else base
+        dtype = args.dtype if "dtype" in get_method(method_name).options else None  # flow has no network
+        propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], dtype=dtype, **options)
         weights = checkpoints[base] or (bundled_path(base) if base in bundled_methods() else None)
         settings = {"method": base, "options": options, "dtype": args.dtype,
                     "weights": weights and hashlib.sha256(Path(weights).read_bytes()).hexdigest()}

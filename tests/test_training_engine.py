@@ -21,7 +21,7 @@ from vidseg.errors import VidsegError
 from vidseg.inference.recurrent import RecurrentPropagator
 from vidseg.models.checkpoint import load_model, read_checkpoint
 from vidseg.training.data import load_val_sequences
-from vidseg.training.engine import train
+from vidseg.training.engine import Trainer, train
 from vidseg.training.validation import validate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,3 +254,18 @@ def test_shipped_configs_load_by_name_from_anywhere(tmp_path, monkeypatch):
     assert config_path("hs2s.yaml").name == "hs2s.yaml"
     with pytest.raises(VidsegError, match="shipped config: cpu/bundled"):
         load_config("no-such-config")
+
+
+def test_cpu_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, synth_data, monkeypatch):
+    import warnings
+
+    import vidseg.machine
+
+    path = write_yaml(tmp_path / "tiny.yaml", tiny_config(synth_data, tmp_path / "run", cpu_bf16=True))
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.warns(UserWarning, match="no native bfloat16.*train.cpu_bf16=false"):
+        assert Trainer(load_config(path, [f"train.out_dir={tmp_path / 'a'}"])).amp_dtype == torch.bfloat16
+    monkeypatch.setattr(vidseg.machine, "cpu_flags", lambda: {"avx512_bf16"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(load_config(path, [f"train.out_dir={tmp_path / 'b'}"]))

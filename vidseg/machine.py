@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,14 @@ def native_precisions(flags: set[str] | None = None) -> dict[str, list[str]]:
     """For each reduced precision, the CPU flags that run it natively (empty: emulated or unknown)."""
     flags = cpu_flags() if flags is None else flags
     return {dtype: [f for f in wanted if f in flags] for dtype, wanted in NATIVE_FLAGS.items()}
+
+
+def warn_if_emulated_bf16(fix: str, stacklevel: int = 3) -> None:
+    """Warn, naming ``fix``, when bfloat16 was asked for on a CPU that would emulate it."""
+    if not native_precisions()["bfloat16"]:
+        warnings.warn(f"this CPU has no native bfloat16 ({' / '.join(NATIVE_FLAGS['bfloat16'])}): it is emulated, "
+                      "measured 4.8x slower than float32 for HS2S inference and 14x for RVOS training on a 2-core "
+                      f"AVX2 EPYC; {fix}", stacklevel=stacklevel)
 
 
 def native_line() -> str:

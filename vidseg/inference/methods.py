@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from vidseg.errors import VidsegError
 from vidseg.inference.session import Propagator
+from vidseg.machine import warn_if_emulated_bf16
 from vidseg.registry import MethodSpec, get_method, method_names, zero_shot_methods
 from vidseg.weights import (
     bundled_card,
@@ -74,7 +74,7 @@ def _build_propagator(method: str | None, checkpoint: str | os.PathLike | None, 
         if not on_cpu:
             raise VidsegError("--dtype int8 runs on the CPU only", fix="drop --device or use --dtype bfloat16 on a GPU")
     if options.get("dtype") == "bfloat16" and on_cpu:
-        _warn_if_emulated_bf16()
+        warn_if_emulated_bf16("use --dtype float32")
     builder = spec.load("propagator")
     propagator = builder(content, source, **options) if spec.needs_checkpoint else builder(**options)
     propagator.precision = precision
@@ -101,15 +101,6 @@ def _resolve_precision(spec: MethodSpec, dtype: str | None, device: str, content
             raise VidsegError(f"--dtype {dtype} does not apply to {spec.name}", fix=f"use one of: {takes}, auto")
         return spec.precisions[0], f"auto: {spec.name} runs in {spec.precisions[0]}"
     return resolved, reason
-
-
-def _warn_if_emulated_bf16() -> None:
-    from vidseg.machine import NATIVE_FLAGS, native_precisions
-
-    if not native_precisions()["bfloat16"]:
-        warnings.warn(f"this CPU has no native bfloat16 ({' / '.join(NATIVE_FLAGS['bfloat16'])}): it is emulated, "
-                      "measured 4.8x slower than float32 (HS2S on a 2-core AVX2 EPYC); use --dtype float32",
-                      stacklevel=3)
 
 
 def _bundled(spec: MethodSpec) -> tuple[dict[str, Any], os.PathLike]:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from vidseg.config.schema import GENERATED_FROM_VIDEOS, RunConfig
 from vidseg.errors import VidsegError
 from vidseg.io.atomic import atomic_write_text
-from vidseg.machine import native_line
+from vidseg.machine import native_line, warn_if_emulated_bf16
 from vidseg.models.checkpoint import read_checkpoint, save_checkpoint
 from vidseg.registry import get_method
 from vidseg.training.adapter import TrainingAdapter
@@ -215,6 +215,8 @@ class Trainer:
     def _amp_mode(self) -> tuple[torch.dtype | None, bool]:
         """(autocast dtype or None, use a GradScaler). ``amp`` applies on CUDA, ``cpu_bf16`` on CPU."""
         if self.device.type != "cuda":
+            if self.cfg.cpu_bf16:
+                warn_if_emulated_bf16("set train.cpu_bf16=false", stacklevel=4)
             return (torch.bfloat16 if self.cfg.cpu_bf16 else None), False
         mode = self.cfg.amp
         if mode == "auto":
