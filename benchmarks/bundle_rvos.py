@@ -85,7 +85,8 @@ def main() -> None:
                        "backgrounds); encoder from ImageNet"),
         "licence": LICENCE,
         "command": f"VIDSEG_SHARED=../shared vidseg train configs/cpu/{args.run.name}.yaml",
-        "bundle_command": f"python benchmarks/bundle_rvos.py --run {args.run} --shared ../shared",
+        "bundle_command": (f"python benchmarks/bundle_rvos.py --run {args.run} --shared ../shared "
+                           f"--max-side {args.max_side}"),
         "train_steps": int(last["progress"]["step"]),
         "selected_step": int(selected.get("meta", {}).get("step", last["progress"]["step"])),
         "train_minutes": round(train_minutes, 1),

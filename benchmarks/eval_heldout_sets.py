@@ -120,9 +120,10 @@ def main() -> None:
     args = parser.parse_args()
     checkpoints = dict(m.split("=", 1) if "=" in m else (m, None) for m in args.method or
                        ["match_refine", "match", "flow"])
+    method_of = {name: read_checkpoint(path)["method"] if path else name for name, path in checkpoints.items()}
     variants = {name: (name, {}) for name in checkpoints}  # label -> (method label, options)
     for name in list(variants):
-        method = read_checkpoint(checkpoints[name])["method"] if checkpoints[name] else name
+        method = method_of[name]
         if "online_steps" in get_method(method).options:
             variants.update({f"{name}+ol{steps}": (name, {"online_steps": steps}) for steps in args.online_steps})
         if "long_term" in get_method(method).options:
@@ -135,8 +136,7 @@ def main() -> None:
     figures: dict[str, dict] = {}
     davis_videos = TUNING if args.tuning else val_sequences(REPO / "vidseg" / "configs" / "cpu" / "s2s++_lite0.yaml")
     for method, (base, options) in variants.items():
-        method_name = read_checkpoint(checkpoints[base])["method"] if checkpoints[base] else base
-        dtype = args.dtype if "dtype" in get_method(method_name).options else None  # flow has no network
+        dtype = args.dtype if "dtype" in get_method(method_of[base]).options else None  # flow has no network
         propagator = build_propagator(None if checkpoints[base] else base, checkpoints[base], dtype=dtype, **options)
         weights = checkpoints[base] or (bundled_path(base) if base in bundled_methods() else None)
         settings = {"method": base, "options": options, "dtype": args.dtype,
