@@ -72,3 +72,19 @@ def test_flow_prior_in_sessions_and_online_learning():
     assert session.state.previous_frame.shape == (64, 96, 3)
     plain = RecurrentPropagator(tiny_network("s2s++"), max_side=96)
     assert plain.flow is None and isinstance(RecurrentPropagator(model).flow, DISFlow)
+
+
+def test_flow_residual_network_starts_as_the_warped_mask_and_learns_what_flow_misses():
+    with pytest.raises(ValueError, match="flow_residual"):
+        tiny_network("s2s++", flow_residual=True)  # a residual needs the prior it corrects
+    model = tiny_network("s2s++", flow_prior=True, flow_residual=True).train()
+    batch = squares_batch(length=4, step=6)
+    frames, gt = batch["frames"][0], batch["masks"][0, :, None].float()
+    prior = warp_to_frame(gt[:1], frames[1:2], frames[:1])
+    out, _ = model.step(frames[1:2], gt[:1], model.init_state(frames[:1], gt[:1]), prior)
+    # the untrained network is the warped mask (up to the logit clamp), so it starts where the flow method is
+    torch.testing.assert_close(torch.sigmoid(out.logits), prior, atol=2e-3, rtol=0)
+    losses = overfit_recurrent(model, batch, steps=30)
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    out, _ = model.step(frames[1:2], gt[:1], model.init_state(frames[:1], gt[:1]), prior)
+    assert iou(torch.sigmoid(out.logits[0]), gt[1]) >= iou(prior[0], gt[1]) - 0.02

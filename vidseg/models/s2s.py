@@ -13,6 +13,10 @@ One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says
   by optical flow (OVSNet's template idea); S2S / S2S++ gain a 4th input channel for it, HS2S feeds it
   instead of the unwarped mask (its previous-frame reference keeps the aligned pair x_{t-1}, y_{t-1}).
   The caller warps: :func:`vidseg.inference.flow.warp_to_frame`.
+* ``flow_residual`` (S2S / S2S++ with ``flow_prior``; CPU-size variant, beyond the seeds) — the decoder predicts a
+  residual on the flow prior's logits, its head started at zero (the untrained network is the warped mask, as the
+  ``flow`` method carries it), and each skip sees the prior: the network learns what flow gets wrong instead of
+  learning from scratch what flow already gives. The ``merge: readout`` HS2S does the same on match's readout.
 * ``freeze_encoder`` (any member; beyond the seeds, for training on a CPU) — the ImageNet backbone is frozen and
   runs without autograd; it sees RGB only (once per frame, shared by the objects), and a mask the paper feeds as a
   4th input channel (the Initializer's y0, HS2S's y_{t-1}, the flow prior) enters beside its 1/32 features instead,
@@ -86,6 +90,7 @@ class S2SConfig:
     match_memory: int = 16
     freeze_bn: bool = True  # backbone BatchNorm in eval mode with frozen affine (small batches)
     flow_prior: bool = False  # the Encoder sees the previous mask warped to the new frame (see the module docstring)
+    flow_residual: bool = False  # with flow_prior (S2S / S2S++): a residual on the prior's logits (module docstring)
     freeze_encoder: bool = False  # frozen (ImageNet) backbone without autograd; masks enter at 1/32 (module docstring)
 
     def __post_init__(self) -> None:
@@ -101,6 +106,9 @@ class S2SConfig:
             (not self.skip_memory or self.skips, "skip_memory needs skips: true"),
             (self.merge != "readout" or (self.method == "hs2s" and self.freeze_encoder and self.skips),
              "merge: readout is an HS2S variant on frozen features: set method: hs2s, freeze_encoder: true, skips: true"),
+            (not self.flow_residual or (self.flow_prior and self.method != "hs2s" and self.skips),
+             "flow_residual is an S2S / S2S++ variant on the flow prior: set flow_prior: true, skips: true, and method "
+             "s2s or s2s++"),
         ]
         for ok, message in checks:
             if not ok:
@@ -240,6 +248,7 @@ class RecurrentVOS(nn.Module):
         self.cfg = cfg
         self.hybrid = cfg.method == "hs2s"
         self.reads_memory = self.hybrid and cfg.merge == "readout"
+        self.residual = self.reads_memory or cfg.flow_residual  # the decoder corrects a guide map's logits
         self.frozen = cfg.freeze_encoder
         self.encoder = _Encoder(cfg, 1 if self.hybrid or cfg.flow_prior else 0)
         backbone = self.encoder.backbone  # its input convention (ImageNet statistics, or [-1, 1])
@@ -271,7 +280,7 @@ class RecurrentVOS(nn.Module):
             top = self.initializer.channels[-1]
             self.init_h = nn.Conv2d(top, cfg.hidden, 1)
             self.init_c = nn.Conv2d(top, cfg.hidden, 1)
-        if self.reads_memory:  # each skip sees the readout
+        if self.residual:  # each skip sees the guide (match's readout, or the flow prior)
             skip_channels = [c + 1 for c in skip_channels]
         self.lstm = ConvLSTMCell(cfg.bottleneck, cfg.hidden, cfg.lstm_kernel, state_activation="relu")
         self.decoder = UpsampleDecoder(
@@ -284,7 +293,7 @@ class RecurrentVOS(nn.Module):
             skip_memory_channels=cfg.skip_memory_channels,
             n_border_classes=cfg.border_classes,
         )
-        if self.reads_memory:  # step 0: the readout's logits unchanged
+        if self.residual:  # step 0: the guide's logits unchanged
             nn.init.zeros_(self.decoder.head.weight)
             nn.init.zeros_(self.decoder.head.bias)
         if cfg.freeze_bn:
@@ -396,11 +405,13 @@ class RecurrentVOS(nn.Module):
         top, skips, raw_top = self.encoder(x, batch, encoder_mask, levels)
         h, (new["h"], new["c"]) = self.lstm(top, (state["h"], state["c"]))
         used_skips = list(reversed(skips))[: len(self.cfg.decoder_widths)] if self.cfg.skips else []
-        if self.reads_memory:
-            readout = readout.to(x.dtype)
-            h = torch.relu(self.readout_fuse(_beside(h, readout)))
-            used_skips = [torch.cat([s, F.interpolate(readout, size=s.shape[-2:], mode="bilinear",
+        guide = None
+        if self.residual:
+            guide = readout.to(x.dtype) if self.reads_memory else encoder_mask
+            used_skips = [torch.cat([s, F.interpolate(guide, size=s.shape[-2:], mode="bilinear",
                                                       align_corners=False)], 1) for s in used_skips]
+        if self.reads_memory:
+            h = torch.relu(self.readout_fuse(_beside(h, guide)))
         elif self.hybrid:
             refs = [(state["ref0"], state["ref0_mask"])] if self.use_first else []
             if self.matching:
@@ -421,8 +432,8 @@ class RecurrentVOS(nn.Module):
                     new["prev_frame"] = _expand(x, batch)
         skip_state = (state["skip_h"], state["skip_c"]) if "skip_h" in state else None
         logits, skip_state, border = self.decoder(h, used_skips, skip_state, output_size=tuple(x.shape[-2:]))
-        if self.reads_memory:
-            base = F.interpolate(readout, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if guide is not None:
+            base = F.interpolate(guide, size=x.shape[-2:], mode="bilinear", align_corners=False)
             logits = logits + torch.logit(base.clamp(LABEL_EPS, 1 - LABEL_EPS))
         if skip_state is not None:
             new["skip_h"], new["skip_c"] = skip_state
