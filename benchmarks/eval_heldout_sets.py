@@ -13,7 +13,8 @@ others is refused: delete the folder). The worst three videos of the first metho
 multi-object sets get a strip each in ``--strips``: six frames, its masks above the ground truth.
 
     python benchmarks/eval_heldout_sets.py --method match_refine --method match --method flow \\
-        [--online-steps 30] [--long-term 4] [--max-side 448] [--strips docs/failures] [--json docs/heldout_sets.json]
+        [--online-steps 30] [--long-term 4] [--background-stride 2] [--max-side 448] \\
+        [--strips docs/failures] [--json docs/heldout_sets.json]
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def main() -> None:
                         help="also run each method that adapts online with N first-frame steps (as NAME+olN)")
     parser.add_argument("--long-term", type=int, action="append", default=[], metavar="N",
                         help="also run each method with a long-term memory of N frames (as NAME+ltN)")
+    parser.add_argument("--background-stride", type=int, action="append", default=[], metavar="N",
+                        help="also run each method that takes it with --background-stride N (as NAME+bgN)")
     parser.add_argument("--max-side", type=int, action="append", default=[], metavar="PX",
                         help="also run each method at this working size (as NAME@PX)")
     parser.add_argument("--dtype", default="auto", help="precision of every method (auto: bfloat16 where native)")
@@ -128,6 +131,9 @@ def main() -> None:
             variants.update({f"{name}+ol{steps}": (name, {"online_steps": steps}) for steps in args.online_steps})
         if "long_term" in get_method(method).options:
             variants.update({f"{name}+lt{frames}": (name, {"long_term": frames}) for frames in args.long_term})
+        if "background_stride" in get_method(method).options:
+            variants.update({f"{name}+bg{stride}": (name, {"background_stride": stride})
+                             for stride in args.background_stride})
         variants.update({f"{name}@{side}": (name, {"max_side": side}) for side in args.max_side})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)

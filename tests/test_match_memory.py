@@ -11,9 +11,10 @@ def unit(*shape):
     return F.normalize(torch.randn(*shape), dim=0)
 
 
-def direct_read(query, anchors, recent, top_k, temperature, radius):
-    """Each query cell against every anchor cell and the (2r+1)^2 cells around it in each recent frame (cells
-    outside the frame are not candidates), one cell at a time."""
+def direct_read(query, anchors, recent, top_k, temperature, radius, kept=None):
+    """Each query cell against every anchor cell (those of the (h, w) bool masks ``kept``, one per anchor, if given)
+    and the (2r+1)^2 cells around it in each recent frame (cells outside the frame are not candidates), one cell at
+    a time."""
     _, height, width = query.shape
     out = torch.zeros(anchors[0][1].shape[0], height, width)
     for y in range(height):
@@ -21,6 +22,9 @@ def direct_read(query, anchors, recent, top_k, temperature, radius):
             q = query[:, y, x]
             sims = [torch.einsum("c,chw->hw", q, f).flatten() for f, _ in anchors]
             labels = [lab.flatten(1).T for _, lab in anchors]
+            if kept is not None:
+                sims = [sim[mask.flatten()] for sim, mask in zip(sims, kept)]
+                labels = [lab[mask.flatten()] for lab, mask in zip(labels, kept)]
             for features, lab in recent:
                 y0, y1 = max(0, y - radius), min(height, y + radius + 1)
                 x0, x1 = max(0, x - radius), min(width, x + radius + 1)
@@ -124,3 +128,36 @@ def test_long_term_keeps_confident_frames_as_they_leave_the_recent_ones_and_read
     torch.testing.assert_close(saved.read(query, 7, 0.1), expected, atol=1e-5, rtol=1e-5)
     order = [anchor, frames[4], frames[6], frames[7], frames[8]]  # anchors, long-term, recent
     assert [id(labels) for labels in memory.entry_labels()] == [id(labels) for _, labels in order]
+
+
+def test_background_stride_keeps_objects_surroundings_and_look_alikes_and_thins_the_rest():
+    torch.manual_seed(3)
+    height, width, stride = 14, 20, 2
+    labels = torch.rand(1, height, width) * 0.005  # background: label below NEAR_LABEL
+    labels[0, 1:4, 1:5] = 1.0  # an object in a corner: cells farther than NEAR_MARGIN (4) from it are far background
+    features = unit(12, height, width)
+    lookalikes = [(9, 15), (11, 3), (13, 17)]  # far, off the stride grid, and like an object cell
+    for y, x in lookalikes:  # near copies (exact ones would tie with the original in the top k)
+        features[:, y, x] = F.normalize(features[:, 2, 3] + 0.05 * torch.randn(12), dim=0)
+    anchor = (features, labels)
+    recent = [(unit(12, height, width), torch.rand(1, height, width)) for _ in range(2)]
+    memory = MatchMemory(size=2, radius=2, background_stride=stride)
+    memory.add(*anchor, anchor=True)
+    for f, lab in recent:
+        memory.add(f, lab, anchor=False)
+    kept = torch.zeros(height * width, dtype=torch.bool)
+    kept[memory._kept_cells()[0]] = True
+    kept = kept.view(height, width)
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    near, on_grid = (ys <= 3 + 4) & (xs <= 4 + 4), (ys % stride == 0) & (xs % stride == 0)
+    assert kept[near | on_grid].all() and all(kept[y, x] for y, x in lookalikes)
+    far_off_grid = ~near & ~on_grid
+    assert 0.2 < kept[far_off_grid].float().mean() < 0.3  # the quarter most like the object, no more
+    query = unit(12, height, width)
+    expected = direct_read(query, [anchor], recent, 7, 0.1, 2, kept=[kept])
+    torch.testing.assert_close(memory.read(query, 7, 0.1), expected, atol=1e-5, rtol=1e-5)
+    # the kept cells follow from the entries, so a memory rebuilt from them (a resumed session) reads the same
+    rebuilt = MatchMemory.rebuilt(2, 2, memory.anchors, memory.recent, memory.written, background_stride=stride)
+    assert torch.equal(rebuilt.read(query, 7, 0.1), memory.read(query, 7, 0.1))
+    every = MatchMemory.rebuilt(2, 2, memory.anchors, memory.recent, memory.written)
+    torch.testing.assert_close(every.read(query, 7, 0.1), direct_read(query, [anchor], recent, 7, 0.1, 2))

@@ -156,7 +156,8 @@ def test_checkpoint_builds_the_method_and_resumes_exactly(tmp_path, clip, untrai
 @pytest.mark.parametrize("values, message", [({"widths": (8, 8)}, "widths"), ({"temperature": 0}, "temperature"),
                                              ({"method": "match"}, "method"),
                                              ({"feedback": "both"}, "feedback"), ({"long_term": -1}, "long_term"),
-                                             ({"key_width": -8}, "key_width")])
+                                             ({"key_width": -8}, "key_width"),
+                                             ({"background_stride": 0}, "background_stride")])
 def test_bad_config_is_rejected(values, message):
     with pytest.raises(ValueError, match=message):
         MatchRefineConfig(**values)
@@ -300,6 +301,28 @@ def test_long_term_memory_keeps_confident_frames_and_resumes_exactly(clip, untra
     assert [f.shape for f, _ in resumed.state.memory.long_term] == [f.shape for f, _ in whole.state.memory.long_term]
     with pytest.raises(ValueError, match="long_term"):
         RefinedMatchPropagator(untrained, long_term=-1)
+
+
+def test_background_stride_comes_from_the_network_and_resumes_exactly(clip, untrained):
+    frames, masks = clip
+    assert RefinedMatchPropagator(untrained).background_stride == 1
+    torch.manual_seed(0)  # a network exported with it carries it in its config (the bundled card's model_config)
+    sparse = build_model({"memory": 3, "max_side": 224, "widths": (16, 16, 8), "long_term": 2,
+                          "background_stride": 2}).eval()
+    propagator = RefinedMatchPropagator(sparse, long_term_every=1)
+    assert propagator.background_stride == 2
+    assert RefinedMatchPropagator(sparse, background_stride=1).background_stride == 1
+    whole = InferenceSession(propagator)
+    expected = [whole.step(frames[t], masks[0] if t == 0 else None) for t in range(6)]
+    part = InferenceSession(propagator)
+    for t in range(4):
+        part.step(frames[t], masks[0] if t == 0 else None)
+    resumed = InferenceSession(propagator)
+    resumed.load_state_dict(part.state_dict())
+    assert resumed.state.memory.background_stride == 2
+    assert all((resumed.step(frames[t]) == expected[t]).all() for t in (4, 5))
+    with pytest.raises(ValueError, match="background_stride"):
+        RefinedMatchPropagator(untrained, background_stride=0)
 
 
 def test_a_frame_is_confident_when_its_objects_are_sure():

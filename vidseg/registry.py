@@ -192,17 +192,23 @@ _LONG_TERM = MethodOption(
     "match 0, match_refine its network's)",
     metavar="N", check=_refuse("--long-term", lambda v: v < 0, "is negative", "use 0 (off) or a positive count"))
 
+_BACKGROUND_STRIDE = MethodOption(
+    "background_stride", int, "match / match_refine: of the frames matched over the whole frame (the given ones, "
+    "long-term), keep only 1 in NxN of the background cells far from the objects (faster, most on long videos with "
+    "--long-term; default: match 1, match_refine its network's)",
+    metavar="N", check=_refuse("--background-stride", lambda v: v < 1, "is below 1", "use 1 (every cell) or more"))
+
 _BUILTIN = (
     MethodSpec("flow", "dense optical flow (OpenCV DIS) carries each mask to the next frame; no weights",
                propagator="vidseg.inference.flow:FlowPropagator"),
     MethodSpec("match", "label propagation by matching frozen ImageNet features (EfficientNet-Lite); no VOS "
                "training", propagator="vidseg.inference.match:MatchPropagator",
-               options=("max_side", "device", "dtype", _LONG_TERM)),
+               options=("max_side", "device", "dtype", _LONG_TERM, _BACKGROUND_STRIDE)),
     MethodSpec("match_refine", "match's label propagation, then a trained refiner draws each mask from the labels and "
                "the frame's frozen ImageNet features", propagator="vidseg.inference.match:build_match_refine_propagator",
                config="vidseg.models.match_refine:MatchRefineConfig", model="vidseg.models.match_refine:build_model",
                trainer="vidseg.training.match_refine:MatchRefineAdapter", bundled="match_refine_cpu.pt",
-               options=("max_side", "device", "dtype", "online_steps", "online_lr", "long_term")),
+               options=("max_side", "device", "dtype", "online_steps", "online_lr", "long_term", "background_stride")),
     MethodSpec("hs2s", "hybrid S2S: ConvLSTM + first/previous-frame references (or, merge: readout, as bundled: a "
                "residual on match's memory readout)", bundled="hs2s_cpu.pt", **_RECURRENT),
     MethodSpec("s2s++", "S2S with skip-memory and border head", bundled="s2s++_cpu.pt", **_RECURRENT),

@@ -65,6 +65,8 @@ class MatchPropagator(NetworkPropagator):
         max_side: working resolution's longer side (frames are scaled up or down; sides multiples of 16).
         memory: recent predicted frames kept. long_term: older predicted frames kept (0: none), one every
         ``long_term_every`` frames that leave the recent ones, if its masks were confident (:func:`confident`).
+        background_stride: of the frames matched over the whole frame, far background cells kept 1 in stride^2
+        (1: all; :class:`~vidseg.models.match_memory.MatchMemory`).
         top_k: memory cells each query cell reads. temperature: of the
         softmax over their cosine similarities. radius: local window (cells) into recent frames. stride: of the
         feature grid (8 or 16). backbone: ``efficientnet_lite0/1/2``. device: torch device. features: a built
@@ -81,11 +83,11 @@ class MatchPropagator(NetworkPropagator):
     def __init__(self, max_side: int = 640, memory: int = 16, top_k: int = 30, temperature: float = 0.1,
                  radius: int = 4, stride: int = 8, backbone: str = "efficientnet_lite0",
                  device: str | torch.device = "cpu", features: MatchFeatures | None = None, dtype: str = "float32",
-                 long_term: int = 0, long_term_every: int = LONG_TERM_EVERY):
+                 long_term: int = 0, long_term_every: int = LONG_TERM_EVERY, background_stride: int = 1):
         features = features or MatchFeatures(backbone, stride=stride)
         super().__init__(features, device, max_side, dtype)
         self._set_matching(memory, top_k, temperature, radius)
-        self._set_long_term(long_term, long_term_every)
+        self._set_long_term(long_term, long_term_every, background_stride)
         self.model = self.features = self.prepare(features)
         self.stride = features.stride
 
@@ -95,13 +97,15 @@ class MatchPropagator(NetworkPropagator):
         self.memory, self.top_k, self.radius = int(memory), int(top_k), int(radius)
         self.temperature = float(temperature)
 
-    def _set_long_term(self, long_term: int, every: int) -> None:
-        if long_term < 0 or every < 1:
-            raise ValueError("long_term must be non-negative and long_term_every positive")
+    def _set_long_term(self, long_term: int, every: int, background_stride: int = 1) -> None:
+        if long_term < 0 or every < 1 or background_stride < 1:
+            raise ValueError("long_term must be non-negative, long_term_every and background_stride positive")
         self.long_term, self.long_term_every = int(long_term), int(every)
+        self.background_stride = int(background_stride)
 
     def new_state(self) -> MatchState:
-        return MatchState(memory=MatchMemory(self.memory, self.radius, self.long_term, self.long_term_every))
+        return MatchState(memory=MatchMemory(self.memory, self.radius, self.long_term, self.long_term_every,
+                                             self.background_stride))
 
     def _encode(self, frame: np.ndarray) -> tuple[Tensor, list[Tensor]]:
         with torch.inference_mode():  # the model's keys: match_refine's pass through its trained key head, if any
@@ -147,14 +151,14 @@ class MatchPropagator(NetworkPropagator):
         memory = MatchMemory.rebuilt(self.memory, self.radius, entries(saved["anchors"]), recent,
                                      int(saved.get("written", len(recent))), entries(saved.get("long_term", [])),
                                      self.long_term, self.long_term_every, int(saved.get("since_long_term", 0)),
-                                     saved.get("confident"))
+                                     saved.get("confident"), self.background_stride)
         return MatchState([int(t) for t in saved["tracks"]], memory)
 
 
 class RefinedMatchPropagator(MatchPropagator):
     """``match_refine``: match's labels, then a trained :class:`~vidseg.models.match_refine.MatchRefiner` draws each
     object's mask from them and the frame (independent maps, merged by the session). The matching settings are
-    the network's; ``max_side`` and ``long_term`` default to its own.
+    the network's; ``max_side``, ``long_term`` and ``background_stride`` default to its own.
 
     The refiner runs, per object, on the part of the frame where match's labels can change the mask: the cells with
     a label above :data:`REFINE_LABEL` and :data:`REFINE_MARGIN` cells around them (the refiner's reach). Elsewhere
@@ -164,11 +168,13 @@ class RefinedMatchPropagator(MatchPropagator):
 
     def __init__(self, model: MatchRefiner, max_side: int | None = None, device: str | torch.device = "cpu",
                  dtype: str = "float32", inplace: bool = False, online_steps: int = 0, online_lr: float = ONLINE_LR,
-                 long_term: int | None = None, long_term_every: int = LONG_TERM_EVERY):
+                 long_term: int | None = None, long_term_every: int = LONG_TERM_EVERY,
+                 background_stride: int | None = None):
         cfg = model.cfg
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
-        self._set_long_term(cfg.long_term if long_term is None else long_term, long_term_every)
+        self._set_long_term(cfg.long_term if long_term is None else long_term, long_term_every,
+                            cfg.background_stride if background_stride is None else background_stride)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
         self.stride = self.features.stride

@@ -15,6 +15,9 @@ Memory = list[tuple[Tensor, Tensor]]  # (C, h, w) features and (K, h, w) labels 
 TILE = 8  # query cells per tile side: one (64 x C) @ (C x 256 T) product per tile (4 x 8 tiles, with fewer
 # neighbourhood cells per query, measured 10 % slower at 480p: smaller products run further from the peak)
 OUTSIDE = 1e4  # the extra channel of a window cell outside the frame: its similarity -1e4, never among the top k
+NEAR_LABEL = 0.01  # background_stride: a global frame's cells with more object label than this are objects' cells
+NEAR_MARGIN = 4  # background_stride: cells within this many of an object's cells are all kept
+LOOKALIKE_SHARE = 0.25  # background_stride: the share of the far background most like the objects, all kept
 
 
 class MatchMemory:
@@ -38,15 +41,24 @@ class MatchMemory:
     caller marked confident becomes one as it leaves, when ``long_term_every`` frames have left since the last (the
     oldest leaves when the budget is full). Memory stays bounded: anchors + ``long_term`` + ``size`` frames.
 
+    ``background_stride`` (optional, for speed): of the frames matched over the whole frame (anchors, long-term), the
+    background cells farther than :data:`NEAR_MARGIN` cells from every object are kept only on a grid of that
+    stride (1 in 4 at stride 2). Those columns are most of a read's work (every query cell against every cell of
+    every such frame, then the top k over them); far background is self-similar, so fewer of its cells still outvote
+    an object there, while the objects and their surroundings, where the decisions are made, keep every cell. Which
+    cells are kept follows from the entries' labels, so a rebuilt memory keeps the same ones.
+
     The lists ``anchors``, ``long_term`` and ``recent`` (oldest first) with ``confident`` (the recent frames'
     marks), ``written`` (recent frames ever added: the ring slot of entry i is ``(written - len(recent) + i) %
     size``) and ``since_long_term`` (frames left since the last long-term one) are the state; the rest is derived
     from them, so a memory rebuilt from them reads exactly as the one saved.
     """
 
-    def __init__(self, size: int, radius: int, long_term: int = 0, long_term_every: int = 10):
+    def __init__(self, size: int, radius: int, long_term: int = 0, long_term_every: int = 10,
+                 background_stride: int = 1):
         self.size, self.radius = int(size), int(radius)
         self.long_term_size, self.long_term_every = int(long_term), int(long_term_every)
+        self.background_stride = int(background_stride)
         self.anchors: Memory = []
         self.long_term: Memory = []
         self.recent: Memory = []
@@ -55,6 +67,7 @@ class MatchMemory:
         self.since_long_term = 0
         self._grid: tuple[int, int] | None = None
         self._anchor_keys: Tensor | None = None  # (C + 1, M)
+        self._kept: list[Tensor] | None = None  # background_stride: each global entry's matched cells (flat indices)
         self._ring_keys: Tensor | None = None  # (tiles, C + 1, size, neighbourhood cells)
         self._labels: Tensor | None = None  # (M + size * padded cells, K): anchors' cells, then each slot's padded grid
         self._buffers: dict[str, Tensor] = {}  # work space of read(), reused while its shape holds
@@ -66,8 +79,7 @@ class MatchMemory:
         self._check_grid(*features.shape[-2:])
         if anchor:
             self.anchors.append((features, labels))
-            self._anchor_keys = None
-            self._labels = None
+            self._forget_global()
             return
         if not self.size:  # no recent memory: the frame leaves at once
             self._retire(features, labels, confident)
@@ -85,8 +97,11 @@ class MatchMemory:
         if self.long_term_size and confident and self.since_long_term >= self.long_term_every:
             self.long_term = [*self.long_term, (features, labels)][-self.long_term_size:]
             self.since_long_term = 0
-            self._anchor_keys = None
-            self._labels = None
+            self._forget_global()
+
+    def _forget_global(self) -> None:
+        """Drop what is derived from the global entries (rebuilt when next read)."""
+        self._anchor_keys = self._kept = self._labels = None
 
     def relabel(self, labels: list[Tensor]) -> None:
         """Replace every entry's labels (anchors, long-term, then recent, as :meth:`entry_labels` lists them), e.g.
@@ -95,7 +110,7 @@ class MatchMemory:
         self.anchors = [(f, new) for (f, _), new in zip(self.anchors, labels[:first])]
         self.long_term = [(f, new) for (f, _), new in zip(self.long_term, labels[first:second])]
         self.recent = [(f, new) for (f, _), new in zip(self.recent, labels[second:])]
-        self._labels = None
+        self._forget_global()  # the kept cells follow the labels
 
     def entry_labels(self) -> list[Tensor]:
         return [labels for _, labels in (*self.anchors, *self.long_term, *self.recent)]
@@ -103,9 +118,9 @@ class MatchMemory:
     @classmethod
     def rebuilt(cls, size: int, radius: int, anchors: Memory, recent: Memory, written: int, long_term: Memory = (),
                 long_term_size: int = 0, long_term_every: int = 10, since_long_term: int = 0,
-                confident: list[bool] | None = None) -> MatchMemory:
+                confident: list[bool] | None = None, background_stride: int = 1) -> MatchMemory:
         """The memory that :meth:`add` built from these entries (see the class docstring)."""
-        memory = cls(size, radius, long_term_size, long_term_every)
+        memory = cls(size, radius, long_term_size, long_term_every, background_stride)
         memory.anchors, memory.written = list(anchors), int(written)
         memory.long_term, memory.since_long_term = list(long_term), int(since_long_term)
         memory.recent = list(recent[-size:]) if size else []
@@ -169,9 +184,19 @@ class MatchMemory:
         """The entries matched over the whole frame: the anchors, then the long-term frames."""
         return [*self.anchors, *self.long_term]
 
+    def _kept_cells(self) -> list[Tensor | None]:
+        """Each global entry's matched cells as flat indices, or None for all of them (``background_stride`` 1)."""
+        if self.background_stride == 1:
+            return [None] * len(self._global())
+        if self._kept is None:
+            self._kept = [_kept_cells_of(f, labels, self.background_stride) for f, labels in self._global()]
+        return self._kept
+
     def _anchor_matrix(self) -> Tensor | None:
         if self._anchor_keys is None and self._global():
-            self._anchor_keys = torch.cat([F.pad(f.flatten(1), (0, 0, 0, 1), value=1.0) for f, _ in self._global()], 1)
+            columns = [f.flatten(1) if kept is None else f.flatten(1)[:, kept]
+                       for (f, _), kept in zip(self._global(), self._kept_cells())]
+            self._anchor_keys = torch.cat([F.pad(c, (0, 0, 0, 1), value=1.0) for c in columns], 1)
         return self._anchor_keys
 
     def _put_recent(self, features: Tensor, slot: int) -> None:
@@ -193,7 +218,8 @@ class MatchMemory:
         """(M + size * padded cells, K) float32: the global entries' cell labels, then each ring slot's padded label
         grid."""
         if self._labels is None:
-            parts = [labels.flatten(1).T.float() for _, labels in self._global()]
+            parts = [labels.flatten(1).T.float() if kept is None else labels.flatten(1).T[kept].float()
+                     for (_, labels), kept in zip(self._global(), self._kept_cells())]
             if self.recent:
                 height, width = self._grid
                 geometry = _geometry(height, width, self.radius)
@@ -211,7 +237,8 @@ class MatchMemory:
         """Write a new recent frame's labels into the table's ``slot`` (the table is derived: it is built whole the
         first time it is read, and rebuilt when the labels change, by :meth:`relabel` or an anchor)."""
         table = self._labels
-        anchors = sum(f.shape[-2] * f.shape[-1] for f, _ in self._global())
+        anchors = sum(f.shape[-2] * f.shape[-1] if kept is None else len(kept)
+                      for (f, _), kept in zip(self._global(), self._kept_cells()))
         if table is None or table.shape[1] != labels.shape[0] or table.shape[0] == anchors:
             self._labels = None  # none yet, another number of objects, or no ring part yet: rebuilt when read
             return
@@ -219,6 +246,22 @@ class MatchMemory:
         geometry = _geometry(height, width, self.radius)
         ring = table[anchors:].view(self.size, geometry.padded_height, geometry.padded_width, -1)
         ring[slot, self.radius:self.radius + height, self.radius:self.radius + width] = labels.permute(1, 2, 0)
+
+
+def _kept_cells_of(features: Tensor, labels: Tensor, stride: int) -> Tensor:
+    """Flat indices of the cells of one frame ((C, h, w) ``features``, (K, h, w) ``labels``) that a sparse
+    whole-frame memory keeps: those within :data:`NEAR_MARGIN` cells of an object's cell, the far background cells
+    most like the objects (the :data:`LOOKALIKE_SHARE` of them whose best cosine to an object cell is highest: the
+    distractors that must keep voting for background), and the other far cells on the ``stride`` grid."""
+    objects = labels.float().sum(0) > NEAR_LABEL
+    keep = F.max_pool2d(objects.float()[None, None], 2 * NEAR_MARGIN + 1, stride=1, padding=NEAR_MARGIN)[0, 0] > 0
+    far = (~keep).flatten().nonzero()[:, 0]
+    keep[::stride, ::stride] = True
+    if len(far) and bool(objects.any()):
+        cells = features.flatten(1).float()
+        likeness = (cells[:, far].T @ cells[:, objects.flatten()]).amax(1)
+        keep.view(-1)[far[likeness >= torch.quantile(likeness, 1 - LOOKALIKE_SHARE)]] = True
+    return keep.flatten().nonzero()[:, 0]
 
 
 @dataclass(frozen=True)

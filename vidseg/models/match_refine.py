@@ -54,6 +54,7 @@ class MatchRefineConfig:
     feedback: str = "refined"  # what a predicted frame leaves in the memory: the refined masks or match's own labels
     key_width: int = 0  # hidden channels of the trained key head; 0: the keys are the frozen features
     long_term: int = 0  # inference: confident older frames kept as memory (vidseg.models.match_memory.MatchMemory)
+    background_stride: int = 1  # inference: far background cells of the whole-frame memory kept 1 in stride^2 (same)
     previous: bool = False  # the refiner also reads the objects' masks of the previous frame
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class MatchRefineConfig:
             (len(self.widths) == 3 and min(self.widths) > 0, f"widths must be 3 positive ints, got {self.widths}"),
             (self.feedback in FEEDBACK, f"feedback must be one of {FEEDBACK}, got {self.feedback!r}"),
             (min(self.key_width, self.long_term) >= 0, "key_width and long_term must be non-negative"),
+            (self.background_stride >= 1, "background_stride must be at least 1 (1: every cell)"),
             (min(self.top_k, self.max_side, self.memory + 1, self.radius + 1) > 0 and self.temperature > 0,
              "top_k and max_side must be positive, memory and radius non-negative, temperature > 0"),
         ]
