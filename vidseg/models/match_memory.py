@@ -43,10 +43,12 @@ class MatchMemory:
 
     ``background_stride`` (optional, for speed): of the frames matched over the whole frame (anchors, long-term), the
     background cells farther than :data:`NEAR_MARGIN` cells from every object are kept only on a grid of that
-    stride (1 in 4 at stride 2). Those columns are most of a read's work (every query cell against every cell of
-    every such frame, then the top k over them); far background is self-similar, so fewer of its cells still outvote
-    an object there, while the objects and their surroundings, where the decisions are made, keep every cell. Which
-    cells are kept follows from the entries' labels, so a rebuilt memory keeps the same ones.
+    stride (1 in 4 at stride 2), except the :data:`LOOKALIKE_SHARE` of them most like the objects, which all stay.
+    Those columns are most of a read's work (every query cell against every cell of every such frame, then the top k
+    over them). Plain far background is self-similar, so fewer of its cells still outvote an object there; the cells
+    like the objects (a second player, another duck) must keep voting for background, or the mask spreads onto them;
+    the objects and their surroundings, where the decisions are made, keep every cell. Which cells are kept follows
+    from the entries (features and labels), so a rebuilt memory keeps the same ones.
 
     The lists ``anchors``, ``long_term`` and ``recent`` (oldest first) with ``confident`` (the recent frames'
     marks), ``written`` (recent frames ever added: the ring slot of entry i is ``(written - len(recent) + i) %
