@@ -125,15 +125,13 @@ def main() -> None:
                        ["match_refine", "match", "flow"])
     method_of = {name: read_checkpoint(path)["method"] if path else name for name, path in checkpoints.items()}
     variants = {name: (name, {}) for name in checkpoints}  # label -> (method label, options)
+    option_variants = {"online_steps": ("ol", args.online_steps), "long_term": ("lt", args.long_term),
+                       "background_stride": ("bg", args.background_stride)}  # option -> (label suffix, values)
     for name in list(variants):
-        method = method_of[name]
-        if "online_steps" in get_method(method).options:
-            variants.update({f"{name}+ol{steps}": (name, {"online_steps": steps}) for steps in args.online_steps})
-        if "long_term" in get_method(method).options:
-            variants.update({f"{name}+lt{frames}": (name, {"long_term": frames}) for frames in args.long_term})
-        if "background_stride" in get_method(method).options:
-            variants.update({f"{name}+bg{stride}": (name, {"background_stride": stride})
-                             for stride in args.background_stride})
+        taken = get_method(method_of[name]).options
+        for option, (suffix, values) in option_variants.items():
+            if option in taken:
+                variants.update({f"{name}+{suffix}{value}": (name, {option: value}) for value in values})
         variants.update({f"{name}@{side}": (name, {"max_side": side}) for side in args.max_side})
     methods = list(variants)
     sets = held_out_sets(args.shared, args.runs, args.tuning)

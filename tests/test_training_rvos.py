@@ -56,11 +56,8 @@ class _Scripted(torch.nn.Module):
         self.cfg = RVOSConfig(mode="zero-shot", slots=outputs[0].shape[0], backbone="convnet-tiny")
         self.outputs, self.calls = outputs, 0
 
-    def backbone_levels(self, frame):
+    def encode(self, frame):
         return [frame]
-
-    def project(self, levels):
-        return levels
 
     def decode(self, features, temporal, previous, slots=None, output_size=None):
         logits = (self.outputs[self.calls] * 40 - 20)[None]

@@ -59,7 +59,7 @@ class HybridMatchPropagator(MatchPropagator):
         NetworkPropagator.__init__(self, model, device, max_side, dtype, optimize)
         cfg = model.cfg
         self._set_matching(cfg.match_memory, cfg.match_top_k, cfg.match_temperature, cfg.match_radius)
-        self._set_long_term(long_term, long_term_every)
+        self._set_whole_frame_memory(long_term, long_term_every)
         self.model = self.prepare(model, inplace)
         self.model.decoder.border_head = None  # it only feeds the training loss
         self.stride = MATCH_STRIDE

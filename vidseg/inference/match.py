@@ -87,7 +87,7 @@ class MatchPropagator(NetworkPropagator):
         features = features or MatchFeatures(backbone, stride=stride)
         super().__init__(features, device, max_side, dtype)
         self._set_matching(memory, top_k, temperature, radius)
-        self._set_long_term(long_term, long_term_every, background_stride)
+        self._set_whole_frame_memory(long_term, long_term_every, background_stride)
         self.model = self.features = self.prepare(features)
         self.stride = features.stride
 
@@ -97,7 +97,7 @@ class MatchPropagator(NetworkPropagator):
         self.memory, self.top_k, self.radius = int(memory), int(top_k), int(radius)
         self.temperature = float(temperature)
 
-    def _set_long_term(self, long_term: int, every: int, background_stride: int = 1) -> None:
+    def _set_whole_frame_memory(self, long_term: int, every: int, background_stride: int = 1) -> None:
         if long_term < 0 or every < 1 or background_stride < 1:
             raise ValueError("long_term must be non-negative, long_term_every and background_stride positive")
         self.long_term, self.long_term_every = int(long_term), int(every)
@@ -173,7 +173,7 @@ class RefinedMatchPropagator(MatchPropagator):
         cfg = model.cfg
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
-        self._set_long_term(cfg.long_term if long_term is None else long_term, long_term_every,
+        self._set_whole_frame_memory(cfg.long_term if long_term is None else long_term, long_term_every,
                             cfg.background_stride if background_stride is None else background_stride)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features

@@ -1,9 +1,8 @@
 """RVOS: recurrent multi-object VOS with spatial and temporal recurrence (Ventura et al., CVPR 2019; SPEC §2.4).
 
-One frame is encoded once (:meth:`RVOS.encode` = :meth:`RVOS.backbone_levels`, then :meth:`RVOS.project`):
-backbone features at 1/32, 1/16, 1/8 and 1/4, each projected by a 3x3 conv + BN (no ReLU). The decoder
-(:meth:`RVOS.decode`) then runs its N object slots in order; each slot goes through four ConvLSTM levels, coarse
-to fine, whose single gate conv sees
+One frame is encoded once (:meth:`RVOS.encode`): backbone features at 1/32, 1/16, 1/8 and 1/4, each
+projected by a 3x3 conv + BN (no ReLU). The decoder (:meth:`RVOS.decode`) then runs its N object slots in
+order; each slot goes through four ConvLSTM levels, coarse to fine, whose single gate conv sees
 
 * the stage input: the 1/32 feature (level 0), or the previous level's hidden up-sampled to this level
   concatenated with the skip feature;
@@ -147,22 +146,15 @@ class RVOS(nn.Module):
     # ------------------------------------------------------------------ stages
     def encode(self, frame: Tensor) -> list[Tensor]:
         """Projected features [1/32, 1/16, 1/8, 1/4] of ``frame`` (B, 3, H, W), RGB in [0, 1]."""
-        return self.project(self.backbone_levels(frame))
-
-    def backbone_levels(self, frame: Tensor) -> list[Tensor]:
-        """The backbone's features [1/32, 1/16, 1/8, 1/4] of ``frame`` (B, 3, H, W), RGB in [0, 1]; a frozen
-        encoder runs without autograd, so training can compute a whole clip's levels in one batch."""
         if frame.dim() != 4 or frame.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, H, W) RGB in [0, 1], got {tuple(frame.shape)}")
         x = (frame - self.mean.to(frame.dtype)) / self.std.to(frame.dtype)
         if self.cfg.freeze_encoder:
             with torch.no_grad():
-                return list(reversed(self.backbone(x.contiguous(memory_format=torch.channels_last))[1:]))
-        return list(reversed(self.backbone(x)[1:]))
-
-    def project(self, levels: list[Tensor]) -> list[Tensor]:
-        """The decoder's inputs: each backbone level (from :meth:`backbone_levels`) through its 3x3 conv + BN."""
-        return [project(f) for project, f in zip(self.projections, levels)]
+                features = list(reversed(self.backbone(x.contiguous(memory_format=torch.channels_last))[1:]))
+        else:
+            features = list(reversed(self.backbone(x)[1:]))
+        return [project(f) for project, f in zip(self.projections, features)]
 
     def zero_temporal(self, features: list[Tensor], slots: int) -> Temporal:
         """The temporal state before a video's first frame (zeros)."""

@@ -81,13 +81,8 @@ def unroll_rvos(
     total = frames.new_zeros(())
     sums = {"soft_iou": 0.0, "objectness": 0.0}
     counted = 0
-    clip_levels = None
-    if cfg.freeze_encoder:  # no autograd through the backbone: all frames of all clips in one batch
-        flat = model.backbone_levels(frames.flatten(0, 1))
-        clip_levels = [level.unflatten(0, (batch_size, length)) for level in flat]
     for t in range(length):
-        levels = model.backbone_levels(frames[:, t]) if clip_levels is None else [c[:, t] for c in clip_levels]
-        out = model.decode(model.project(levels), temporal, previous, slots=running, output_size=size)
+        out = model.decode(model.encode(frames[:, t]), temporal, previous, slots=running, output_size=size)
         temporal = out.temporal
         probabilities = torch.sigmoid(out.logits.float())  # (B, S, H, W)
         if assignment is None:
