@@ -160,6 +160,7 @@ def main() -> None:
         ("+ re-ID", {"refine": False}),
         ("+ MGA (full)", {}),
         ("base + MGA (no re-ID)", {"reid": False}),
+        ("+ MGA on every path's mask", {"refine_candidates": True}),
     ]
     if args.only is not None:
         variants = [(label, options) for label, options in variants if label.startswith(tuple(args.only))]
@@ -173,7 +174,8 @@ def main() -> None:
             row = score(f"ovsnet {label}", propagator, index, args, Path(tmp))[0]
             total = sum(propagator.counts.values())
             row["paths"] = {k: v / max(total, 1) for k, v in propagator.counts.items()}
-            row["settings"] = {**options, "reid": options.get("reid", True), "refine": options.get("refine", True)}
+            row["settings"] = {**options, "reid": options.get("reid", True), "refine": options.get("refine", True),
+                               "refine_candidates": options.get("refine_candidates", False)}
             results["rows"].append(row)
             paths = ", ".join(f"{k} {v:.1%}" for k, v in row["paths"].items())
             print(f"| {row['method']} | {fmt(row['J&F'])} | {fmt(row['J'])} | {fmt(row['F'])} | {paths} |", flush=True)

@@ -74,10 +74,12 @@ def test_flow_prior_in_sessions_and_online_learning():
     assert plain.flow is None and isinstance(RecurrentPropagator(model).flow, DISFlow)
 
 
-def test_flow_residual_network_starts_as_the_warped_mask_and_learns_what_flow_misses():
+@pytest.mark.parametrize("method", ["s2s++", "s2s"])  # plain S2S has no skips: the residual comes from h_t alone
+def test_flow_residual_network_starts_as_the_warped_mask_and_learns_what_flow_misses(method):
     with pytest.raises(ValueError, match="flow_residual"):
-        tiny_network("s2s++", flow_residual=True)  # a residual needs the prior it corrects
-    model = tiny_network("s2s++", flow_prior=True, flow_residual=True).train()
+        tiny_network(method, flow_residual=True)  # a residual needs the prior it corrects
+    model = tiny_network(method, flow_prior=True, flow_residual=True).train()
+    assert model.cfg.skips == (method == "s2s++")
     batch = squares_batch(length=4, step=6)
     frames, gt = batch["frames"][0], batch["masks"][0, :, None].float()
     prior = warp_to_frame(gt[:1], frames[1:2], frames[:1])
@@ -87,4 +89,7 @@ def test_flow_residual_network_starts_as_the_warped_mask_and_learns_what_flow_mi
     losses = overfit_recurrent(model, batch, steps=30)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
     out, _ = model.step(frames[1:2], gt[:1], model.init_state(frames[:1], gt[:1]), prior)
-    assert iou(torch.sigmoid(out.logits[0]), gt[1]) >= iou(prior[0], gt[1]) - 0.02
+    # S2S's residual comes from the 1/32 state alone (2 x 3 cells on these 64 x 96 frames), so it moves the prior's
+    # edges only coarsely; S2S++'s skips see the prior at every scale
+    tolerance = 0.02 if method == "s2s++" else 0.05
+    assert iou(torch.sigmoid(out.logits[0]), gt[1]) >= iou(prior[0], gt[1]) - tolerance

@@ -229,3 +229,23 @@ def test_int8_follows_float32_resumes_exactly_and_runs_as_an_int8_export(tmp_pat
     assert (masks("export") == masks("float")).mean() > 0.9
     with pytest.raises(ValueError, match="does not combine with online learning"):
         OVSNetPropagator(trained, dtype="int8", online_steps=2)
+
+
+@pytest.mark.slow
+def test_the_candidates_taken_are_redrawn_by_mga(squares, trained):
+    import copy
+
+    frames, masks = squares
+    outputs, decisions = {}, {}
+    for redraw in (False, True):
+        session = InferenceSession(OVSNetPropagator(trained, max_side=96, reid=False, refine_candidates=redraw))
+        session.step(frames[0], masks[0])
+        outputs[redraw] = session.propagator.propagate(session.state, frames[1]).probabilities
+        decisions[redraw], detections = session.state.pending["counts"], session.state.pending["detections"]
+    assert decisions[False] == decisions[True] and "iou" in decisions[True]  # the decisions do not change
+    taken = [k for k, path in enumerate(decisions[True]) if path == "iou"]
+    raw = outputs[False][taken]
+    assert raw.max() > 0.5
+    redrawn = copy.deepcopy(trained).eval().refine_masks(detections, torch.from_numpy(raw)).numpy()
+    assert np.allclose(outputs[True][taken], redrawn, atol=1e-5)
+    assert not np.allclose(outputs[True][taken], raw, atol=1e-2)

@@ -13,6 +13,13 @@ weights) into a template, then, for all objects jointly:
 3. **flow path**: otherwise the template, refined by the MGA module (or used as it is with ``refine=False``);
    an empty template means the object is absent (only the re-ID path can bring it back).
 
+With ``refine_candidates`` the MGA module also redraws the candidate an object takes on the IoU or re-ID path: the
+paper's MGA section makes it the network's mask head ("we use the MGA module to predict a class-agnostic
+foreground/background mask", with Mask R-CNN's 28 x 28 probability as its attention), so that every path's mask
+comes out of it. The decisions are still made on Mask R-CNN's masks, and only the candidates taken are redrawn
+(one MGA pass per detection and frame would cost more and hardly change a decision). Off by default: the CPU-size
+network's MGA draws worse masks than its Mask R-CNN head (docs/ovsnet.md), so only the flow path uses it.
+
 Each candidate is used once. The collection starts with the embedding of the given mask's box. The state is
 the previous frame, the objects' last masks and their bounded collections, so memory does not depend on the
 video's length; ``paths`` counts how often each path decided.
@@ -161,7 +168,9 @@ class OVSNetPropagator(NetworkPropagator):
         flow: ``dis`` (OpenCV, default) or ``raft`` (torchvision RAFT-small; needs ``flow_weights`` or its file in
             the torch hub cache).
         rho_iou, rho_reid, reid_fraction, collection: the cascade's settings (default: the network config's).
-        reid, refine: False leaves the re-ID path / the MGA refinement of the flow path out (the ablation).
+        reid, refine: False leaves the re-ID path / the MGA module out (the ablation).
+        refine_candidates: True redraws the IoU and re-ID paths' candidates with MGA too (the paper's reading;
+            default False: MGA refines the flow path's template only).
         online_steps, online_lr: fine-tuning on the first given frame (0: off; see the module docstring).
         dtype: ``float32``, or ``int8`` (CPU: the large convolutions of the backbone, FPN, RPN and mask head in int8,
             calibrated on the video's first given frame; a network that is int8 already, an int8 export, runs as
@@ -187,6 +196,7 @@ class OVSNetPropagator(NetworkPropagator):
         collection: int | None = None,
         reid: bool = True,
         refine: bool = True,
+        refine_candidates: bool = False,
         online_steps: int = 0,
         online_lr: float = 1e-5,
         dtype: str = "float32",
@@ -208,6 +218,7 @@ class OVSNetPropagator(NetworkPropagator):
         self.model.detector.transform.min_size = (self.cfg.test_size,)
         self.model.detector.transform.max_size = self.cfg.max_size
         self.reid, self.refine = bool(reid), bool(refine)
+        self.refine_candidates = self.refine and bool(refine_candidates)
         self.online_lr = float(online_lr)
         self.flow = build_flow(flow, flow_weights, self.device)
 
@@ -232,12 +243,13 @@ class OVSNetPropagator(NetworkPropagator):
         for k, (path, j) in enumerate(decisions):
             if path in ("iou", "reid"):
                 maps[k] = candidates[j]
-        flowing = [k for k, (path, _) in enumerate(decisions) if path == "flow"]
-        if flowing:
-            warped = templates[flowing]
-            if self.refine:
-                warped = model.refine_masks(detections, torch.from_numpy(warped).to(self.device)).cpu().numpy()
-            maps[flowing] = warped
+            elif path == "flow":
+                maps[k] = templates[k]
+        redrawn = [k for k, (path, _) in enumerate(decisions)
+                   if (path == "flow" and self.refine) or (path in ("iou", "reid") and self.refine_candidates)]
+        if redrawn:  # one MGA batch: each mask's box is its extent, its attention the mask itself
+            masks = torch.from_numpy(maps[redrawn]).to(self.device)
+            maps[redrawn] = model.refine_masks(detections, masks).cpu().numpy()
         joining = {t: embeddings[j] for t, (path, j) in zip(state.tracks, decisions) if path == "iou"}
         counts = [path for path, _ in decisions]
         state.pending = {"detections": detections, "joining": joining, "counts": counts}

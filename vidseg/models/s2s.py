@@ -15,8 +15,9 @@ One class, :class:`RecurrentVOS`, covers the family; its :class:`S2SConfig` says
   The caller warps: :func:`vidseg.inference.flow.warp_to_frame`.
 * ``flow_residual`` (S2S / S2S++ with ``flow_prior``; CPU-size variant, beyond the seeds) — the decoder predicts a
   residual on the flow prior's logits, its head started at zero (the untrained network is the warped mask, as the
-  ``flow`` method carries it), and each skip sees the prior: the network learns what flow gets wrong instead of
-  learning from scratch what flow already gives. The ``merge: readout`` HS2S does the same on match's readout.
+  ``flow`` method carries it), and each skip (S2S++) sees the prior: the network learns what flow gets wrong instead
+  of learning from scratch what flow already gives. Plain S2S, without skips, corrects it from the ConvLSTM's state
+  alone (the prior enters its Encoder). The ``merge: readout`` HS2S does the same on match's readout.
 * ``freeze_encoder`` (any member; beyond the seeds, for training on a CPU) — the ImageNet backbone is frozen and
   runs without autograd; it sees RGB only (once per frame, shared by the objects), and a mask the paper feeds as a
   4th input channel (the Initializer's y0, HS2S's y_{t-1}, the flow prior) enters beside its 1/32 features instead,
@@ -106,9 +107,8 @@ class S2SConfig:
             (not self.skip_memory or self.skips, "skip_memory needs skips: true"),
             (self.merge != "readout" or (self.method == "hs2s" and self.freeze_encoder and self.skips),
              "merge: readout is an HS2S variant on frozen features: set method: hs2s, freeze_encoder: true, skips: true"),
-            (not self.flow_residual or (self.flow_prior and self.method != "hs2s" and self.skips),
-             "flow_residual is an S2S / S2S++ variant on the flow prior: set flow_prior: true, skips: true, and method "
-             "s2s or s2s++"),
+            (not self.flow_residual or (self.flow_prior and self.method != "hs2s"),
+             "flow_residual is an S2S / S2S++ variant on the flow prior: set flow_prior: true and method s2s or s2s++"),
         ]
         for ok, message in checks:
             if not ok:
