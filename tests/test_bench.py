@@ -230,10 +230,12 @@ def test_memory_freed_inside_memory_returned_on_free_goes_back_to_the_system():
 def test_int8_rows_time_and_score_per_video_and_exported_int8_against_the_float_rows():
     from vidseg.bench import _int8_lines, measure_int8
 
-    settings = make_settings(quick=True, methods=["flow", "s2s++"], sizes=["64x96"], objects=[2], dtype="float32")
+    settings = make_settings(quick=True, methods=["flow", "s2s++", "hs2s"], sizes=["64x96"], objects=[2],
+                             dtype="float32")
     float_row = measure_speed("s2s++", (64, 96), 2, settings)
     int8 = measure_int8(settings, report=lambda line: None)
     assert int8["skipped"] is None and "seeds 1000..1003" in int8["calibration"]
+    assert int8["float_only"] == ["hs2s"]  # the bundled HS2S runs on match's memory, in float precisions only
     assert [(r["method"], r["dtype"]) for r in int8["rows"]] == [("s2s++", "int8"), ("s2s++", "int8 export")]
     for row in int8["rows"]:
         assert row["error"] is None and row["flops"] is None and 0 < row["median_s"]

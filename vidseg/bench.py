@@ -287,12 +287,20 @@ def measure_int8(settings: BenchSettings, report: Report = print) -> dict[str, A
     objects, once calibrated per video (``segment --dtype int8``) and once as an int8 export of its bundled weights
     calibrated on generated clips (``vidseg export --dtype int8``), timed and scored as :func:`measure_speed` does."""
     from vidseg.inference.int8_export import export_int8, synthetic_clips
+    from vidseg.inference.methods import build_propagator
     from vidseg.weights import bundled_path
 
     methods = [name for name in settings.methods if get_method(name).int8]
     if settings.device != "cpu" or not methods:
         return {"skipped": "int8 runs on the CPU only" if methods else "no timed method takes --dtype int8",
                 "rows": []}
+    # the bundled network decides: the bundled hs2s (HS2S on match's memory) runs in float precisions only
+    float_only = [name for name in methods if "int8" not in build_propagator(name).dtypes]
+    for name in float_only:
+        report(f"  {name}: its bundled network runs in float precisions only, no int8 rows")
+    methods = [name for name in methods if name not in float_only]
+    if not methods:
+        return {"skipped": "no timed method's bundled network runs in int8", "rows": [], "float_only": float_only}
     clips, calibration = synthetic_clips(4, 8, first_seed=INT8_CALIBRATION_SEEDS)
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidseg-bench-int8-") as tmp:
@@ -303,7 +311,7 @@ def measure_int8(settings: BenchSettings, report: Report = print) -> dict[str, A
                     for variant, checkpoint in (("int8", None), ("int8 export", export)):
                         rows.append(measure_speed(method, size, objects, settings, "int8", checkpoint, variant))
                         report(format_speed_row(rows[-1]))
-    return {"skipped": None, "calibration": calibration, "rows": rows}
+    return {"skipped": None, "calibration": calibration, "rows": rows, "float_only": float_only}
 
 
 def segment_memory_method() -> str:
@@ -578,7 +586,9 @@ def _int8_lines(results: dict[str, Any]) -> list[str]:
          "calibrates the large convolutions on each video's first frame (`vidseg segment --dtype int8`); **int8 "
          f"export** runs the bundled weights exported with `vidseg export --dtype int8`, calibrated once on "
          f"{int8['calibration']} (not the timed clip). J&F change = int8 J&F - {dtype} J&F on the same clip; the "
-         "held-out DAVIS figures and the full HS2S's memory are in docs/experiments.md, \"int8 inference\"."),
+         "held-out DAVIS figures and the full HS2S's memory are in docs/experiments.md, \"int8 inference\"."
+         + (f" No int8 rows for {', '.join(int8['float_only'])}: the bundled network runs in float precisions only."
+            if int8.get("float_only") else "")),
         "",
         *_table(["method", "frame size", "objects", f"{dtype} s/frame", f"{dtype} J&F", "int8 s/frame", "speed-up",
                  "J&F change", "int8 export s/frame", "speed-up", "J&F change"], rows),
