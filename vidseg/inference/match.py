@@ -174,7 +174,7 @@ class RefinedMatchPropagator(MatchPropagator):
         NetworkPropagator.__init__(self, model, device, max_side or cfg.max_side, dtype, online_steps=online_steps)
         self._set_matching(cfg.memory, cfg.top_k, cfg.temperature, cfg.radius)
         self._set_whole_frame_memory(cfg.long_term if long_term is None else long_term, long_term_every,
-                            cfg.background_stride if background_stride is None else background_stride)
+                                     cfg.background_stride if background_stride is None else background_stride)
         self.model = self.prepare(model, inplace)
         self.features = self.model.features
         self.stride = self.features.stride
