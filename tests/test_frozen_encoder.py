@@ -16,6 +16,7 @@ from vidseg.inference.match import MatchPropagator
 from vidseg.inference.recurrent import build_recurrent_propagator
 from vidseg.inference.session import InferenceSession
 from vidseg.models.losses import border_classes, border_loss, segmentation_loss
+from vidseg.models.optimize import FrozenForward
 from vidseg.models.rvos import RVOSConfig
 from vidseg.models.rvos import build_model as build_rvos
 from vidseg.models.s2s import S2SConfig, build_model
@@ -90,6 +91,24 @@ def test_frozen_rvos_trains_without_touching_its_backbone():
         optimizer.step()
     after = backbone_state(model)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+
+
+def test_training_runs_the_frozen_backbone_as_a_folded_copy_that_follows_its_weights():
+    model = fast_network().train()
+    backbone, x = model.encoder.backbone, torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = backbone(x)  # eval mode (its BatchNorms are frozen)
+    got = model.encoder.levels(x)
+    assert all(torch.allclose(g, e, atol=1e-4, rtol=1e-4) for g, e in zip(got, expected))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.frozen_forward._copy.modules())
+    assert set(model.state_dict()) == set(fast_network().state_dict())  # the copy is not part of the network
+    with torch.no_grad():  # new weights (a checkpoint loaded after the first step): the copy is rebuilt
+        backbone.conv_stem.weight.mul_(0.5)
+        expected = backbone(x)
+    assert all(torch.allclose(g, e, atol=1e-4, rtol=1e-4) for g, e in zip(model.encoder.levels(x), expected))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast the copy runs in its precision
+        assert model.encoder.levels(x)[-1].dtype == torch.bfloat16
+    assert FrozenForward()(torch.nn.Conv2d(3, 4, 1), x).shape == (2, 4, 64, 96)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from vidseg.models.backbones import build_backbone
 from vidseg.models.ops import first_argmax
+from vidseg.models.optimize import FrozenForward
 
 
 class MatchFeatures(nn.Module):
@@ -34,9 +35,11 @@ class MatchFeatures(nn.Module):
     def forward(self, frames: Tensor) -> Tensor:
         return self.encode(frames)[0]
 
-    def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """The matching features and the backbone's levels (strides 2..32) they were made from."""
-        feats = self.backbone((frames - self.mean) / self.std)
+    def encode(self, frames: Tensor, frozen_forward: FrozenForward | None = None) -> tuple[Tensor, list[Tensor]]:
+        """The matching features and the backbone's levels (strides 2..32) they were made from; with
+        ``frozen_forward`` (a trainer's), the backbone runs through it."""
+        x = (frames - self.mean) / self.std
+        feats = self.backbone(x) if frozen_forward is None else frozen_forward(self.backbone, x)
         return match_keys(feats, self.stride), feats
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from vidseg.models.config_fields import config_from_dict
 from vidseg.models.losses import soft_iou_loss
 from vidseg.models.match import MatchFeatures
+from vidseg.models.optimize import FrozenForward
 
 FEEDBACK = ("refined", "match")
 ONLINE_LR = 1e-4  # first-frame fine-tuning (online_steps): a tenth of the training's 1e-3 moves it without forgetting
@@ -121,12 +122,13 @@ class MatchRefiner(nn.Module):
         self.previous8 = _zero_conv(2, w8) if cfg.previous else None
         self.previous4 = _zero_conv(2, w4) if cfg.previous else None
         self.key_head = KeyHead(self.features.channels, cfg.key_width) if cfg.key_width else None
+        self.frozen_forward = FrozenForward()  # training's pass of the frozen backbone: BatchNorm folded
 
     def encode(self, frames: Tensor) -> tuple[Tensor, list[Tensor]]:
         """(B, 3, H, W) RGB in [0, 1] -> matching keys (B, C, H/8, W/8) and the frozen backbone levels (strides
         2..32) :meth:`refine` reads. Gradients reach the key head only."""
         with torch.no_grad():
-            keys, levels = self.features.encode(frames)
+            keys, levels = self.features.encode(frames, self.frozen_forward if self.training else None)
         return (keys if self.key_head is None else self.key_head(keys)), levels
 
     def refine(self, levels: list[Tensor], rows: Tensor, labels: Tensor, size: tuple[int, int],

@@ -94,6 +94,29 @@ def optimize_for_inference(
     return model
 
 
+class FrozenForward:
+    """Runs a frozen module (a ``freeze_encoder`` backbone) through an inference copy of it: BatchNorm folded,
+    channels-last, in the autocast precision when autocast is on, without autograd. In training this saves each
+    forward its BatchNorms and, under bfloat16 autocast, the cast of every weight (about 10 % of a fast RVOS step on
+    the CPU). The copy is rebuilt when the module's tensors change (loading a state dict, an optimizer step on a
+    module that should be frozen), its device or the precision does; the module itself stays as it is, so its state
+    dict and checkpoints are unchanged. Hold one per module, outside it (a plain attribute of its owner)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._copy: nn.Module | None = None
+
+    def __call__(self, module: nn.Module, x: torch.Tensor):
+        tensors = list(module.state_dict(keep_vars=True).values())
+        device = tensors[0].device
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else tensors[0].dtype
+        key = (device, dtype, tuple((t.data_ptr(), t._version) for t in tensors))
+        if key != self._key:
+            self._copy, self._key = optimize_for_inference(module, dtype=dtype), key
+        with torch.no_grad():
+            return self._copy(x.to(dtype).contiguous(memory_format=torch.channels_last))
+
+
 def _is_wide_dense(conv: nn.Conv2d) -> bool:
     return conv.groups == 1 and min(conv.kernel_size) >= 5 and conv.in_channels >= 1024
 

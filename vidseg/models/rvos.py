@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from vidseg.models.backbones import build_backbone
 from vidseg.models.config_fields import config_from_dict
+from vidseg.models.optimize import FrozenForward
 
 MODES = ("one-shot", "zero-shot")
 RECURRENCES = ("st", "s", "t")  # spatio-temporal, spatial only, temporal only (the paper's ablation)
@@ -118,6 +119,7 @@ class RVOS(nn.Module):
         if cfg.freeze_encoder:
             self.backbone.requires_grad_(False)
             self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
+            self.frozen_forward = FrozenForward()  # training's pass: BatchNorm folded, in the autocast precision
         elif cfg.freeze_bn:
             for module in self._backbone_norms():
                 module.requires_grad_(False)
@@ -149,7 +151,9 @@ class RVOS(nn.Module):
         if frame.dim() != 4 or frame.shape[1] != 3:
             raise ValueError(f"frames must be (B, 3, H, W) RGB in [0, 1], got {tuple(frame.shape)}")
         x = (frame - self.mean.to(frame.dtype)) / self.std.to(frame.dtype)
-        if self.cfg.freeze_encoder:
+        if self.cfg.freeze_encoder and self.training:
+            features = list(reversed(self.frozen_forward(self.backbone, x)[1:]))
+        elif self.cfg.freeze_encoder:
             with torch.no_grad():
                 features = list(reversed(self.backbone(x.contiguous(memory_format=torch.channels_last))[1:]))
         else:

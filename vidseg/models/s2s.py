@@ -56,6 +56,7 @@ from vidseg.models.blocks import (
 from vidseg.models.config_fields import config_from_dict
 from vidseg.models.match import MatchFeatures, match_keys, read_labels
 from vidseg.models.match_refine import LABEL_EPS
+from vidseg.models.optimize import FrozenForward
 
 FAMILY = ("s2s", "s2s++", "hs2s")  # the members this one network class covers
 REFERENCES = ("both", "first", "previous")
@@ -172,11 +173,14 @@ class _Encoder(nn.Module):
         if self.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.to(memory_format=torch.channels_last)  # about 1.3x faster on the CPU, same values
+            self.frozen_forward = FrozenForward()  # training's pass: BatchNorm folded, in the autocast precision
 
     def levels(self, x: Tensor) -> list[Tensor]:
         """The backbone's five levels of (normalised) input ``x``."""
         if not self.frozen:
             return self.backbone(x)
+        if self.training:
+            return self.frozen_forward(self.backbone, x)
         with torch.no_grad():
             return self.backbone(x.contiguous(memory_format=torch.channels_last))
 
