@@ -97,10 +97,11 @@ def optimize_for_inference(
 class FrozenForward:
     """Runs a frozen module (a ``freeze_encoder`` backbone) through an inference copy of it: BatchNorm folded,
     channels-last, in the autocast precision when autocast is on, without autograd. In training this saves each
-    forward its BatchNorms and, under bfloat16 autocast, the cast of every weight (4-12 % of a fast training step on
-    the CPU, docs/training.md). The copy is rebuilt when the module's tensors change (loading a state dict, an optimizer step on a
-    module that should be frozen), its device or the precision does; the module itself stays as it is, so its state
-    dict and checkpoints are unchanged. Hold one per module, outside it (a plain attribute of its owner)."""
+    forward its BatchNorms and, under bfloat16 autocast, the cast of every weight (4-12 % of a fast training step
+    on the CPU, docs/training.md). The copy is rebuilt when the module's tensors change (loading a state dict, an
+    optimizer step on a module that should be frozen), its device or the precision does; the module itself stays as
+    it is, so its state dict and checkpoints are unchanged. Hold one per module, outside it (a plain attribute of its
+    owner)."""
 
     def __init__(self) -> None:
         self._key: tuple | None = None
